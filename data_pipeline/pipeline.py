@@ -1,0 +1,191 @@
+"""grain training and evaluation pipelines for VNS-SEG (MyTrain.py's loaders, re-expressed for JAX).
+
+Training, per element: global seeded shuffle (reshuffled each epoch) -> edge target -> random horizontal flip ->
+large-scale jitter; then per batch (drop_remainder): prompt sampling and the mask scaled to [0, 1]. Every batch
+has the same keys, shapes and dtypes (``TRAIN_BATCH_SPEC``), so a jitted step compiles once.
+
+Evaluation, per image: the exact 1024 x 1024 resize and the three prompt modes, with per-image seeded generators.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from data_pipeline import edges, prompts, transforms, vns_seg
+
+OUTPUT_SIZE = transforms.OUTPUT_SIZE
+
+# key: (shape without the batch dimension, dtype)
+TRAIN_BATCH_SPEC: dict[str, tuple[tuple[int, ...], Any]] = {
+    "image": ((OUTPUT_SIZE, OUTPUT_SIZE, 3), np.uint8),
+    "mask": ((OUTPUT_SIZE, OUTPUT_SIZE), np.float32),
+    "edge": ((OUTPUT_SIZE, OUTPUT_SIZE), np.float32),
+    "box": ((4,), np.float32),
+    "points": ((prompts.NUM_POINTS, 2), np.float32),
+    "point_labels": ((prompts.NUM_POINTS,), np.int32),
+    "mask_input": ((prompts.MASK_INPUT_SIZE, prompts.MASK_INPUT_SIZE), np.float32),
+    "prompt_type": ((), np.int32),
+}
+
+Source = str | os.PathLike | Sequence
+
+
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _plane(x: np.ndarray) -> np.ndarray:
+    """TFDS stores single-channel images as (H, W, 1); the reader gives (H, W)."""
+    x = np.asarray(x)
+    return x[:, :, 0] if x.ndim == 3 else x
+
+
+def as_source(root_or_source: Source, names: str | Sequence[str], *, with_boundary: bool = True) -> Sequence:
+    """A directory becomes a ``VnsSegSource`` of ``names``; anything else (e.g. ``tfds.data_source``) is kept."""
+    if isinstance(root_or_source, (str, os.PathLike)):
+        return vns_seg.VnsSegSource(root_or_source, names, with_boundary=with_boundary)
+    return root_or_source
+
+
+def augment(record: Mapping[str, Any], rng: np.random.Generator, *, output_size: int = OUTPUT_SIZE) -> dict:
+    """Edge target, RandomHFlip and LargeScaleJitter of one record (reader or TFDS) -> 1024^2 arrays.
+
+    ``mask`` stays 0..255 here because the prompt samplers threshold it at 128; ``_batch_prompts`` rescales it.
+    """
+    image = np.asarray(record["image"])
+    mask = _plane(record["mask"])
+    edge = edges.edge_target(_plane(record["boundary"]))
+    image, mask, edge = transforms.random_hflip(rng, image, mask, edge)
+    image, mask, edge = transforms.large_scale_jitter(image, mask, edge, rng, output_size=output_size)
+    return {"image": image, "mask": mask, "edge": edge}
+
+
+def _batch_prompts(batch: dict, rng: np.random.Generator) -> dict:
+    out = dict(batch)
+    out.update(prompts.sample_train_prompts(batch["mask"], rng))
+    out["mask"] = batch["mask"] / np.float32(255.0)
+    return out
+
+
+def _seeds(seed: int, n: int, *extra: int) -> list[int]:
+    """Independent 32-bit seeds for the random stages (grain wants seeds < 2**32)."""
+    return [int(s) for s in np.random.SeedSequence([seed, *extra]).generate_state(n)]
+
+
+def resolve_shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
+    """(index, count); None means one shard per JAX process (multi-host training)."""
+    if shard_index is None or shard_count is None:
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+    return shard_index, shard_count
+
+
+def make_train_dataset(
+    root_or_source: Source,
+    *,
+    batch_size: int,
+    seed: int,
+    shard_index: int | None = 0,
+    shard_count: int | None = 1,
+    num_epochs: int | None = None,
+    subsets: str | Sequence[str] = "train",
+) -> grain.MapDataset:
+    """Random-access training dataset of batches (see ``TRAIN_BATCH_SPEC``).
+
+    Shuffling and augmentation are indexed by the global (pre-shard) position, so the union of all shards is the
+    single-process stream and shards are disjoint within an epoch (like DistributedSampler). Epochs are
+    concatenated before batching: ``num_epochs=None`` repeats forever; a batch may straddle an epoch boundary.
+    """
+    shard_index, shard_count = resolve_shard(shard_index, shard_count)
+    shuffle_seed, augment_seed = _seeds(seed, 2)
+    (prompt_seed,) = _seeds(seed, 1, shard_index + 1)
+    ds = grain.MapDataset.source(as_source(root_or_source, subsets))
+    ds = ds.shuffle(seed=shuffle_seed).repeat(num_epochs)
+    ds = ds.random_map(augment, seed=augment_seed)
+    ds = ds[shard_index::shard_count]
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.random_map(_batch_prompts, seed=prompt_seed)
+
+
+def make_train_iterator(
+    root_or_source: Source,
+    *,
+    batch_size: int,
+    seed: int,
+    shard_index: int | None = 0,
+    shard_count: int | None = 1,
+    num_workers: int = 0,
+    num_threads: int = 2,
+    prefetch: int = 2,
+    num_epochs: int | None = None,
+    subsets: str | Sequence[str] = "train",
+) -> grain.DatasetIterator:
+    """Checkpointable iterator of training batches (``get_state`` / ``set_state``, ``grain.checkpoint``).
+
+    ``root_or_source``: the VNS-SEG root directory, or a random-access source such as
+    ``tfds.data_source("vns_seg/train", ...)``. ``num_workers > 0`` processes batches in worker processes
+    (``mp_prefetch``); ``num_threads``/``prefetch`` bound the in-process threads and buffer (in batches).
+    The stream for a seed is the same whatever ``num_workers`` and ``num_threads`` are.
+    """
+    ds = make_train_dataset(root_or_source, batch_size=batch_size, seed=seed, shard_index=shard_index,
+                            shard_count=shard_count, num_epochs=num_epochs, subsets=subsets)
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
+    if num_workers > 0:
+        from absl import flags
+
+        # grain's worker processes read absl flags; outside an absl app (pytest, notebooks) they are unparsed.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=1))
+    return iter(it_ds)
+
+
+def steps_per_epoch(num_examples: int, *, batch_size: int, shard_count: int = 1) -> int:
+    """Batches per process and epoch with DistributedSampler + drop_last semantics."""
+    return num_examples // shard_count // batch_size
+
+
+def eval_example(record: Mapping[str, Any], index: int, *, seed: int = 42, num_points: int = prompts.NUM_POINTS,
+                 box_noise_scale: float = prompts.BOX_NOISE_SCALE) -> dict:
+    """The released evaluation input for one image.
+
+    Image and mask bilinearly resized to exactly 1024 x 1024; prompts from the resized mask (> 128): GT box,
+    noisy box (scale 0.1, clamped to [0, 1024]) and ``num_points`` random positive points. Points and the noisy box
+    use separate generators seeded by (seed, index), so each image's prompts do not depend on the order of
+    evaluation (the release draws them from torch's CPU and CUDA generators respectively). ``mask`` is the
+    original-resolution mask (uint8, 0..255) on which metrics are computed.
+    """
+    image = np.asarray(record["image"])
+    mask = _plane(record["mask"])
+    image1024, mask1024 = transforms.eval_resize(image, mask, OUTPUT_SIZE)
+    point_rng, box_rng = (np.random.default_rng([seed, index, stream]) for stream in (0, 1))
+    box = prompts.box_from_mask(mask1024)
+    points, labels = prompts.sample_points(mask1024, point_rng, num_points)
+    return {
+        "image1024": image1024,
+        "box": box,
+        "noise_box": prompts.noisy_box(box, box_rng, box_noise_scale, float(OUTPUT_SIZE)),
+        "points": points,
+        "point_labels": labels,
+        "mask": mask,
+        "size": np.array(mask.shape, np.int32),
+        "name": _text(record["name"]),
+        "subset": _text(record["subset"]),
+    }
+
+
+def make_eval_dataset(root_or_source: Source, subset: str, *, seed: int = 42,
+                      num_points: int = prompts.NUM_POINTS) -> grain.MapDataset:
+    """Per-image evaluation dataset of one subset (batch 1, original sizes differ), in file-name order."""
+    source = as_source(root_or_source, subset, with_boundary=False)
+    return grain.MapDataset.source(source).map_with_index(
+        lambda i, r: eval_example(r, i, seed=seed, num_points=num_points)
+    )

@@ -1,0 +1,158 @@
+"""NSFM (TFD neck): checkpoint keys, one-to-one key -> path mapping, parameter counts, PyTorch parity."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from vnsjax.modeling.nsfm import TFD, pixel_shuffle
+
+torch = pytest.importorskip("torch")
+
+from tests.torch_ref import vns_neck  # noqa: E402
+from tests.torch_ref.nnx_load import flax_paths, load_torch_state_dict, resolve  # noqa: E402
+
+VIT_WIDTH = {"vit_b": 768, "vit_l": 1024, "vit_h": 1280}
+NSFM_PARAMS = {768: 765_640, 1024: 863_944, 1280: 962_248}  # vns-sam.md section 3.6
+
+
+def _tsv_path() -> Path | None:
+    candidates = [
+        os.environ.get("VNSJAX_REFERENCE_DIR", ""),
+        Path(__file__).resolve().parents[1] / "shared" / "reference",
+        "/work/shared/reference",
+    ]
+    for c in candidates:
+        if c and (Path(c) / "state-dict-keys.tsv").is_file():
+            return Path(c) / "state-dict-keys.tsv"
+    return None
+
+
+def _tsv_neck_shapes(model: str) -> dict[str, list[int]]:
+    path = _tsv_path()
+    if path is None:
+        pytest.skip("state-dict-keys.tsv not found (set VNSJAX_REFERENCE_DIR)")
+    rows = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        name, key, _kind, shape, *_ = line.split("\t")
+        if name == f"vns_decoder_{model}" and key.startswith("neck."):
+            rows[key.removeprefix("neck.")] = json.loads(shape)
+    return rows
+
+
+@pytest.mark.parametrize("model", sorted(VIT_WIDTH))
+def test_torch_reference_keys_equal_checkpoint(model):
+    want = _tsv_neck_shapes(model)
+    ref = vns_neck.TFD(in_channels=[VIT_WIDTH[model]] * 4)
+    got = {k: list(v.shape) for k, v in ref.state_dict().items()}
+    assert got == want
+
+
+@pytest.mark.parametrize("model", sorted(VIT_WIDTH))
+def test_every_key_maps_to_one_flax_path(model):
+    c = VIT_WIDTH[model]
+    flax_model = nnx.eval_shape(lambda: TFD((c,) * 4, rngs=nnx.Rngs(0)))
+    state_dict = vns_neck.TFD(in_channels=[c] * 4).state_dict()
+    mapped = {}
+    for key, tensor in state_dict.items():
+        hit = resolve(flax_model, key)
+        if hit is None:
+            assert key.endswith("num_batches_tracked")
+            continue
+        path, var, transform = hit
+        assert transform(tensor.numpy()).shape == tuple(var.shape), key
+        mapped[path] = key
+    assert len(mapped) == len(state_dict) - sum(k.endswith("num_batches_tracked") for k in state_dict)
+    assert set(mapped) == flax_paths(flax_model)
+
+
+@pytest.mark.parametrize("width", sorted(NSFM_PARAMS))
+def test_param_count(width):
+    model = nnx.eval_shape(lambda: TFD((width,) * 4, rngs=nnx.Rngs(0)))
+    n = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert n == NSFM_PARAMS[width]
+
+
+def test_pixel_shuffle_matches_torch():
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 8)).astype(np.float32)  # NHWC, 8 = 2 * 2x2
+    ref = torch.nn.PixelShuffle(2)(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(np.asarray(pixel_shuffle(x)), ref)
+
+
+def _randomize_(module: torch.nn.Module, seed: int) -> None:
+    """Every parameter and BN buffer non-trivial, scaled so activations stay O(1) through the ReLUs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if p.ndim >= 2:  # conv kernels (Conv1d of CA included)
+                p.copy_(noise * (2.0 / p[0].numel()) ** 0.5)
+            elif name.endswith("weight"):  # BN / LayerNorm scale
+                p.copy_(1.0 + 0.2 * noise)
+            else:
+                p.copy_(0.2 * noise)
+        for name, b in module.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(0.2 * torch.randn(b.shape, generator=g))
+            elif name.endswith("running_var"):
+                b.copy_(0.5 + 1.5 * torch.rand(b.shape, generator=g))
+
+
+@nnx.jit
+def _forward(model: TFD, features):
+    return model(features)
+
+
+def _max_diff(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+
+
+@pytest.mark.parametrize("width", [32, 768])
+def test_parity_with_torch(width):
+    """M and G at float32 in eval mode (running stats) and train mode (batch stats); BN running-stat update."""
+    ref = vns_neck.TFD(in_channels=[width] * 4)
+    _randomize_(ref, seed=width)
+    model = TFD((width,) * 4, rngs=nnx.Rngs(0))
+    assert load_torch_state_dict(model, ref.state_dict()) == flax_paths(model)
+
+    rng = np.random.default_rng(width)
+    feats = [rng.standard_normal((2, 64, 64, width)).astype(np.float32) for _ in range(4)]
+    torch_feats = [torch.from_numpy(f) for f in feats]
+    report = {}
+    with jax.default_matmul_precision("highest"):
+        for mode in ("eval", "train"):
+            getattr(ref, mode)()
+            getattr(model, mode)()
+            with torch.no_grad():
+                m_ref, g_ref = ref(torch_feats)
+            m, g = _forward(model, feats)
+            assert m.shape == (2, 256, 256, 32) and g.shape == (2, 64, 64, 256)
+            m_ref, g_ref = m_ref.permute(0, 2, 3, 1).numpy(), g_ref.permute(0, 2, 3, 1).numpy()
+            scale = (float(np.abs(m_ref).max()), float(np.abs(g_ref).max()))
+            report[mode] = (_max_diff(m, m_ref), _max_diff(g, g_ref), *scale)
+    print(
+        f"\nNSFM parity C={width}: "
+        + ", ".join(
+            f"{k}: |dM|={v[0]:.2e} |dG|={v[1]:.2e} (max|M|={v[2]:.2f} max|G|={v[3]:.2f})" for k, v in report.items()
+        )
+    )
+    for mode, (dm, dg, _, _) in report.items():
+        assert dm <= 1e-4 and dg <= 1e-4, (mode, dm, dg)
+
+    # One train-mode step updated the running stats in both. PyTorch folds in the unbiased batch variance, flax the
+    # biased one: a relative difference of 1/(n-1) with n = B*H*W >= 2*32*32, hence the rtol on var.
+    for key, tensor in ref.state_dict().items():
+        hit = resolve(model, key)
+        if hit is None or not key.endswith(("running_mean", "running_var")):
+            continue
+        _, var, _ = hit
+        rtol = 1e-3 if key.endswith("running_var") else 1e-5
+        np.testing.assert_allclose(np.asarray(var[...]), tensor.numpy(), rtol=rtol, atol=1e-5, err_msg=key)

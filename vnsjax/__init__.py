@@ -1,0 +1,1 @@
+"""vnsjax: SAM, HQ-SAM and VNS-SAM in JAX / Flax NNX."""

@@ -1,0 +1,100 @@
+"""Model configurations and builders (segment_anything/build_sam.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from flax import nnx
+
+from vnsjax.modeling.image_encoder import ImageEncoderViT
+from vnsjax.modeling.mask_decoder import MaskDecoder
+from vnsjax.modeling.prompt_encoder import PromptEncoder
+from vnsjax.modeling.sam import Sam
+
+VARIANTS = ("sam", "hq", "vns")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    encoder_embed_dim: int
+    encoder_depth: int
+    encoder_num_heads: int
+    encoder_global_attn_indexes: tuple[int, ...]
+    img_size: int = 1024
+    patch_size: int = 16
+    window_size: int = 14
+    prompt_embed_dim: int = 256
+
+    @property
+    def image_embedding_size(self) -> int:
+        return self.img_size // self.patch_size
+
+
+MODEL_CONFIGS: dict[str, ModelConfig] = {
+    "vit_b": ModelConfig("vit_b", 768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": ModelConfig("vit_l", 1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": ModelConfig("vit_h", 1280, 32, 16, (7, 15, 23, 31)),
+    # Test/demo size: same code paths (window padding, 4 global blocks) at a fraction of the cost.
+    "tiny": ModelConfig("tiny", 32, 8, 2, (1, 3, 5, 7), img_size=256, window_size=6),
+}
+
+
+def get_model_config(model_type: str | ModelConfig) -> ModelConfig:
+    if isinstance(model_type, ModelConfig):
+        return model_type
+    if model_type not in MODEL_CONFIGS:
+        raise ValueError(f"Unknown model type {model_type!r}; expected one of {sorted(MODEL_CONFIGS)}.")
+    return MODEL_CONFIGS[model_type]
+
+
+def build_image_encoder(cfg: ModelConfig, rngs: nnx.Rngs) -> ImageEncoderViT:
+    return ImageEncoderViT(
+        img_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        embed_dim=cfg.encoder_embed_dim,
+        depth=cfg.encoder_depth,
+        num_heads=cfg.encoder_num_heads,
+        out_chans=cfg.prompt_embed_dim,
+        window_size=cfg.window_size,
+        global_attn_indexes=cfg.encoder_global_attn_indexes,
+        rngs=rngs,
+    )
+
+
+def build_prompt_encoder(cfg: ModelConfig, rngs: nnx.Rngs) -> PromptEncoder:
+    e = cfg.image_embedding_size
+    return PromptEncoder(
+        embed_dim=cfg.prompt_embed_dim,
+        image_embedding_size=(e, e),
+        input_image_size=(cfg.img_size, cfg.img_size),
+        mask_in_chans=16,
+        rngs=rngs,
+    )
+
+
+def build_mask_decoder(cfg: ModelConfig, variant: str, rngs: nnx.Rngs) -> nnx.Module:
+    if variant == "sam":
+        return MaskDecoder(transformer_dim=cfg.prompt_embed_dim, rngs=rngs)
+    if variant == "hq":
+        from vnsjax.modeling.mask_decoder_hq import MaskDecoderHQ
+
+        return MaskDecoderHQ(transformer_dim=cfg.prompt_embed_dim, vit_dim=cfg.encoder_embed_dim, rngs=rngs)
+    if variant == "vns":
+        from vnsjax.modeling.vns_decoder import VnsDecoder
+
+        return VnsDecoder(transformer_dim=cfg.prompt_embed_dim, vit_dim=cfg.encoder_embed_dim, rngs=rngs)
+    raise ValueError(f"Unknown variant {variant!r}; expected one of {VARIANTS}.")
+
+
+def build_sam(model_type: str | ModelConfig = "vit_b", variant: str = "sam", *, seed: int = 0) -> Sam:
+    """Builds a randomly initialised model; load weights with vnsjax.load_model or the converter."""
+    cfg = get_model_config(model_type)
+    rngs = nnx.Rngs(seed)
+    return Sam(
+        build_image_encoder(cfg, rngs),
+        build_prompt_encoder(cfg, rngs),
+        build_mask_decoder(cfg, variant, rngs),
+        config=cfg,
+        variant=variant,
+    )

@@ -1,0 +1,147 @@
+"""Layers shared by the SAM, HQ-SAM and VNS-SAM modules.
+
+Everything is channels-last (NHWC). Attribute names follow segment_anything so that a
+PyTorch key maps onto a Flax path one to one (see convert_weights/mapping.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """PyTorch's nn.GELU(): the exact erf form (flax's default is the tanh approximation)."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+def relu(x: jax.Array) -> jax.Array:
+    return jax.nn.relu(x)
+
+
+def LayerNorm2d(num_channels: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """segment_anything's LayerNorm2d: per-pixel norm over channels, eps 1e-6.
+
+    In NHWC it is exactly a LayerNorm over the last axis.
+    """
+    return nnx.LayerNorm(num_channels, epsilon=1e-6, rngs=rngs)
+
+
+def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
+    """nnx.Linear with PyTorch's default init (kaiming-uniform a=sqrt(5), U(+-1/sqrt(fan_in)) bias).
+
+    Only matters for modules trained from scratch; converted weights overwrite it.
+    """
+    bound = 1.0 / (in_features**0.5)
+    return nnx.Linear(
+        in_features,
+        out_features,
+        use_bias=use_bias,
+        kernel_init=nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+        bias_init=_uniform(bound),
+        rngs=rngs,
+    )
+
+
+def torch_conv(
+    in_features: int,
+    out_features: int,
+    kernel_size: int,
+    *,
+    rngs: nnx.Rngs,
+    stride: int = 1,
+    padding: int = 0,
+    use_bias: bool = True,
+) -> nnx.Conv:
+    """nnx.Conv with PyTorch's Conv2d semantics: explicit symmetric padding and default init."""
+    fan_in = in_features * kernel_size * kernel_size
+    return nnx.Conv(
+        in_features,
+        out_features,
+        kernel_size=(kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        use_bias=use_bias,
+        kernel_init=nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+        bias_init=_uniform(1.0 / fan_in**0.5),
+        rngs=rngs,
+    )
+
+
+def _uniform(bound: float) -> Callable:
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class ConvTranspose2x2(nnx.Module):
+    """PyTorch ConvTranspose2d(kernel_size=2, stride=2, padding=0).
+
+    With stride equal to the kernel there is no overlap: each input pixel writes its own 2x2 block,
+    so the layer is one einsum plus a depth-to-space. kernel[a, b, c, o] = W_torch[c, o, a, b].
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs):
+        # PyTorch computes ConvTranspose fan_in from weight.size(1) * kernel area = out * 4.
+        bound = 1.0 / (out_features * 4) ** 0.5
+        self.kernel = nnx.Param(_uniform(bound)(rngs.params(), (2, 2, in_features, out_features)))
+        self.bias = nnx.Param(_uniform(bound)(rngs.params(), (out_features,)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n, h, w, _ = x.shape
+        k = self.kernel[...]
+        y = jnp.einsum("nhwc,abco->nhawbo", x, k.astype(x.dtype))
+        y = y.reshape(n, 2 * h, 2 * w, k.shape[-1])
+        return y + self.bias[...].astype(x.dtype)
+
+
+class MLPBlock(nnx.Module):
+    """segment_anything.modeling.common.MLPBlock: lin1, act, lin2."""
+
+    def __init__(self, embedding_dim: int, mlp_dim: int, act: Callable = gelu, *, rngs: nnx.Rngs):
+        self.lin1 = torch_linear(embedding_dim, mlp_dim, rngs=rngs)
+        self.lin2 = torch_linear(mlp_dim, embedding_dim, rngs=rngs)
+        self.act = act
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.lin2(self.act(self.lin1(x)))
+
+
+class MLP(nnx.Module):
+    """segment_anything.modeling.mask_decoder.MLP: Linear layers with ReLU between them."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dim: int,
+        output_dim: int,
+        num_layers: int,
+        sigmoid_output: bool = False,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
+        dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nnx.List([torch_linear(i, o, rngs=rngs) for i, o in zip(dims_in, dims_out, strict=True)])
+        self.sigmoid_output = sigmoid_output
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n = len(self.layers)
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < n - 1:
+                x = jax.nn.relu(x)
+        return jax.nn.sigmoid(x) if self.sigmoid_output else x
+
+
+def resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
+    """F.interpolate(mode="bilinear", align_corners=False) on NHWC, no antialiasing.
+
+    jax.image.resize antialiases when downsampling; PyTorch's interpolate does not.
+    """
+    n, _, _, c = x.shape
+    return jax.image.resize(x, (n, height, width, c), method="linear", antialias=False)

@@ -1,0 +1,196 @@
+"""ViT image encoder of SAM (segment_anything/modeling/image_encoder.py), channels-last."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vnsjax.modeling.common import LayerNorm2d, MLPBlock, gelu, torch_conv, torch_linear
+
+
+class PatchEmbed(nnx.Module):
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, *, rngs: nnx.Rngs):
+        self.proj = torch_conv(in_chans, embed_dim, patch_size, stride=patch_size, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.proj(x)
+
+
+def get_rel_pos(q_size: int, k_size: int, rel_pos: jax.Array) -> jax.Array:
+    """Relative positional embeddings for every (query, key) pair: (q_size, k_size, head_dim)."""
+    max_rel_dist = 2 * max(q_size, k_size) - 1
+    if rel_pos.shape[0] != max_rel_dist:
+        # Only reached for inputs other than 1024: the original interpolates the table linearly.
+        rel_pos = jax.image.resize(rel_pos, (max_rel_dist, rel_pos.shape[1]), method="linear", antialias=False)
+    q_coords = jnp.arange(q_size)[:, None] * max(k_size / q_size, 1.0)
+    k_coords = jnp.arange(k_size)[None, :] * max(q_size / k_size, 1.0)
+    relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
+    return rel_pos[relative.astype(jnp.int32)]
+
+
+class Attention(nnx.Module):
+    """Multi-head attention with decomposed relative positions (MViTv2)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        input_size: tuple[int, int],
+        *,
+        qkv_bias: bool = True,
+        use_rel_pos: bool = True,
+        rngs: nnx.Rngs,
+    ):
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = head_dim**-0.5
+        self.qkv = torch_linear(dim, dim * 3, use_bias=qkv_bias, rngs=rngs)
+        self.proj = torch_linear(dim, dim, rngs=rngs)
+        self.use_rel_pos = use_rel_pos
+        if use_rel_pos:
+            # PyTorch inits these to zero; checkpoints always carry them.
+            self.rel_pos_h = nnx.Param(jnp.zeros((2 * input_size[0] - 1, head_dim)))
+            self.rel_pos_w = nnx.Param(jnp.zeros((2 * input_size[1] - 1, head_dim)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        nh = self.num_heads
+        # [q | k | v] along the output axis, heads contiguous inside each part.
+        qkv = self.qkv(x).reshape(b, h, w, 3, nh, c // nh)
+        q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]  # (b, h, w, nh, hd)
+        logits = jnp.einsum("bhwnd,bxynd->bnhwxy", q * self.scale, k)
+        if self.use_rel_pos:
+            rh = get_rel_pos(h, h, self.rel_pos_h[...]).astype(q.dtype)
+            rw = get_rel_pos(w, w, self.rel_pos_w[...]).astype(q.dtype)
+            # The original adds the term computed from the *unscaled* q.
+            rel_h = jnp.einsum("bhwnd,hxd->bnhwx", q, rh)
+            rel_w = jnp.einsum("bhwnd,wyd->bnhwy", q, rw)
+            logits = logits + rel_h[..., :, None] + rel_w[..., None, :]
+        logits = logits.reshape(b, nh, h * w, h * w)
+        attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+        out = jnp.einsum("bnqk,bknd->bqnd", attn, v.reshape(b, h * w, nh, c // nh))
+        return self.proj(out.reshape(b, h, w, c))
+
+
+def window_partition(x: jax.Array, window_size: int) -> tuple[jax.Array, tuple[int, int]]:
+    """Zero-pads bottom/right to a multiple of the window and splits into windows."""
+    b, h, w, c = x.shape
+    pad_h = (window_size - h % window_size) % window_size
+    pad_w = (window_size - w % window_size) % window_size
+    if pad_h or pad_w:
+        x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.reshape(b, hp // window_size, window_size, wp // window_size, window_size, c)
+    windows = x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c)
+    return windows, (hp, wp)
+
+
+def window_unpartition(windows: jax.Array, window_size: int, pad_hw: tuple[int, int], hw: tuple[int, int]) -> jax.Array:
+    hp, wp = pad_hw
+    h, w = hw
+    b = windows.shape[0] // (hp * wp // window_size // window_size)
+    x = windows.reshape(b, hp // window_size, wp // window_size, window_size, window_size, -1)
+    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    return x[:, :h, :w, :]
+
+
+class Block(nnx.Module):
+    """Pre-norm transformer block with window (window_size > 0) or global attention."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        window_size: int,
+        input_size: tuple[int, int],
+        *,
+        qkv_bias: bool = True,
+        use_rel_pos: bool = True,
+        rngs: nnx.Rngs,
+    ):
+        self.norm1 = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
+        self.attn = Attention(
+            dim,
+            num_heads,
+            input_size if window_size == 0 else (window_size, window_size),
+            qkv_bias=qkv_bias,
+            use_rel_pos=use_rel_pos,
+            rngs=rngs,
+        )
+        self.norm2 = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), gelu, rngs=rngs)
+        self.window_size = window_size
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            # Padding happens after norm1, so padded tokens are exact zeros that attend as keys.
+            h, w = x.shape[1], x.shape[2]
+            x, pad_hw = window_partition(x, self.window_size)
+            x = self.attn(x)
+            x = window_unpartition(x, self.window_size, pad_hw, (h, w))
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class ImageEncoderViT(nnx.Module):
+    def __init__(
+        self,
+        *,
+        img_size: int = 1024,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        out_chans: int = 256,
+        qkv_bias: bool = True,
+        use_abs_pos: bool = True,
+        use_rel_pos: bool = True,
+        window_size: int = 14,
+        global_attn_indexes: tuple[int, ...] = (),
+        rngs: nnx.Rngs,
+    ):
+        self.img_size = img_size
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, rngs=rngs)
+        self.pos_embed = nnx.Param(jnp.zeros((1, grid, grid, embed_dim))) if use_abs_pos else None
+        self.blocks = nnx.List(
+            [
+                Block(
+                    embed_dim,
+                    num_heads,
+                    mlp_ratio,
+                    0 if i in global_attn_indexes else window_size,
+                    (grid, grid),
+                    qkv_bias=qkv_bias,
+                    use_rel_pos=use_rel_pos,
+                    rngs=rngs,
+                )
+                for i in range(depth)
+            ]
+        )
+        self.neck = nnx.Sequential(
+            torch_conv(embed_dim, out_chans, 1, use_bias=False, rngs=rngs),
+            LayerNorm2d(out_chans, rngs=rngs),
+            torch_conv(out_chans, out_chans, 3, padding=1, use_bias=False, rngs=rngs),
+            LayerNorm2d(out_chans, rngs=rngs),
+        )
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
+        """x: (B, 1024, 1024, 3) normalised and padded. Returns (B, 64, 64, 256) and the global-block outputs."""
+        x = self.patch_embed(x)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed[...].astype(x.dtype)
+        interm = []
+        for blk in self.blocks:
+            x = blk(x)
+            if blk.window_size == 0:
+                interm.append(x)
+        return self.neck(x), interm

@@ -1,0 +1,124 @@
+"""SAM mask decoder (segment_anything/modeling/mask_decoder.py), channels-last.
+
+Masks are returned as (B, K, 256, 256) logits like the original; image features are NHWC.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vnsjax.modeling.common import MLP, ConvTranspose2x2, LayerNorm2d, gelu
+from vnsjax.modeling.transformer import TransformerOutput, TwoWayTransformer
+
+
+class MaskDecoder(nnx.Module):
+    def __init__(
+        self,
+        *,
+        transformer_dim: int = 256,
+        num_multimask_outputs: int = 3,
+        iou_head_depth: int = 3,
+        iou_head_hidden_dim: int = 256,
+        multi_stage: bool = False,
+        rngs: nnx.Rngs,
+    ):
+        self.transformer_dim = transformer_dim
+        self.transformer = TwoWayTransformer(
+            depth=2, embedding_dim=transformer_dim, num_heads=8, mlp_dim=2048, multi_stage=multi_stage, rngs=rngs
+        )
+        self.num_multimask_outputs = num_multimask_outputs
+        self.iou_token = nnx.Embed(1, transformer_dim, rngs=rngs)
+        self.num_mask_tokens = num_multimask_outputs + 1
+        self.mask_tokens = nnx.Embed(self.num_mask_tokens, transformer_dim, rngs=rngs)
+        self.output_upscaling = nnx.Sequential(
+            ConvTranspose2x2(transformer_dim, transformer_dim // 4, rngs=rngs),
+            LayerNorm2d(transformer_dim // 4, rngs=rngs),
+            gelu,
+            ConvTranspose2x2(transformer_dim // 4, transformer_dim // 8, rngs=rngs),
+            gelu,
+        )
+        self.output_hypernetworks_mlps = nnx.List(
+            [
+                MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3, rngs=rngs)
+                for _ in range(self.num_mask_tokens)
+            ]
+        )
+        self.iou_prediction_head = MLP(
+            transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth, rngs=rngs
+        )
+
+    def run_transformer(
+        self,
+        image_embeddings: jax.Array,
+        image_pe: jax.Array,
+        sparse_prompt_embeddings: jax.Array,
+        dense_prompt_embeddings: jax.Array,
+        sparse_mask: jax.Array | None = None,
+        extra_tokens: jax.Array | None = None,
+    ) -> TransformerOutput:
+        """Runs the two-way transformer on [iou, mask tokens, extra tokens, prompt tokens].
+
+        image_embeddings (1 or B, h, w, C) is shared by all B prompts (the original repeat_interleave).
+        """
+        b = sparse_prompt_embeddings.shape[0]
+        tokens = [self.iou_token.embedding[...], self.mask_tokens.embedding[...]]
+        if extra_tokens is not None:
+            tokens.append(extra_tokens)
+        output_tokens = jnp.concatenate(tokens, axis=0).astype(sparse_prompt_embeddings.dtype)
+        n_out = output_tokens.shape[0]
+        tokens = jnp.concatenate(
+            [jnp.broadcast_to(output_tokens[None], (b, n_out, output_tokens.shape[-1])), sparse_prompt_embeddings],
+            axis=1,
+        )
+        key_mask = None
+        if sparse_mask is not None:
+            key_mask = jnp.concatenate([jnp.ones((b, n_out), bool), sparse_mask], axis=1)
+        src = image_embeddings + dense_prompt_embeddings
+        return self.transformer(src, image_pe, tokens, key_mask)
+
+    def upscale(self, keys: jax.Array, hw: tuple[int, int]) -> jax.Array:
+        """(B, h*w, C) transformer keys -> (B, 4h, 4w, C/8) pixel embedding."""
+        b = keys.shape[0]
+        return self.output_upscaling(keys.reshape(b, hw[0], hw[1], self.transformer_dim))
+
+    def hyper_masks(self, mask_tokens_out: jax.Array, upscaled: jax.Array) -> jax.Array:
+        """Dot products of the hypernetwork outputs of each mask token with the pixel embedding."""
+        hyper_in = jnp.stack(
+            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], axis=1
+        )
+        return jnp.einsum("bkc,bhwc->bkhw", hyper_in, upscaled)
+
+    def predict_masks(
+        self,
+        image_embeddings: jax.Array,
+        image_pe: jax.Array,
+        sparse_prompt_embeddings: jax.Array,
+        dense_prompt_embeddings: jax.Array,
+        sparse_mask: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        out = self.run_transformer(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, sparse_mask
+        )
+        hs = out.queries
+        upscaled = self.upscale(out.keys, image_embeddings.shape[1:3])
+        masks = self.hyper_masks(hs[:, 1 : 1 + self.num_mask_tokens], upscaled)
+        iou_pred = self.iou_prediction_head(hs[:, 0])
+        return masks, iou_pred
+
+    def __call__(
+        self,
+        image_embeddings: jax.Array,
+        image_pe: jax.Array,
+        sparse_prompt_embeddings: jax.Array,
+        dense_prompt_embeddings: jax.Array,
+        multimask_output: bool,
+        sparse_mask: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Returns masks (B, 3 or 1, 4h, 4w) logits and iou predictions (B, 3 or 1)."""
+        masks, iou_pred = self.predict_masks(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, sparse_mask
+        )
+        sl = slice(1, None) if multimask_output else slice(0, 1)
+        return masks[:, sl], iou_pred[:, sl]
