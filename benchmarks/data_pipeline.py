@@ -41,9 +41,10 @@ def write_section(text: str) -> None:
     """Replaces (or appends) this script's section of RESULTS.md."""
     old = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n"
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
+    block = text.rstrip("\n") + "\n\n"
+    new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + block
     with open(RESULTS, "w") as f:
-        f.write(new)
+        f.write(new.rstrip("\n") + "\n")
 
 
 def main() -> None:

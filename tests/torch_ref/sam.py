@@ -10,7 +10,9 @@ import torch
 
 from vnsjax.build_sam import ModelConfig
 
-EMBEDDING = re.compile(r"(iou_token|mask_tokens|hf_token|point_embeddings\.\d|not_a_point_embed|no_mask_embed)\.weight$")
+EMBEDDING = re.compile(
+    r"(iou_token|mask_tokens|hf_token|point_embeddings\.\d|not_a_point_embed|no_mask_embed)\.weight$"
+)
 
 
 def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -21,7 +23,7 @@ def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in list(module.named_parameters()) + list(module.named_buffers()):
-            if not t.is_floating_point():
+            if not t.is_floating_point() or name.startswith("pixel_"):  # constants, not checkpoint tensors
                 continue
             leaf = name.rsplit(".", 1)[-1]
             if leaf == "running_var":
@@ -84,3 +86,29 @@ def build_torch_sam(cfg: ModelConfig, variant: str = "sam", seed: int = 0) -> to
 
 def torch_state_dict(module: torch.nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+
+
+def torch_prompt_embeddings(
+    prompt_encoder: torch.nn.Module, kind: str, n: int, img_size: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sparse (n, T, C), dense (n, C, h, w) and image PE (1, C, h, w) from an official PromptEncoder.
+
+    kind: "points" (3 labelled points + SAM's pad point), "box", or "mask" (a (n, 1, 4h, 4w) logit map only).
+    """
+    rng = np.random.default_rng(seed)
+    points = boxes = masks = None
+    if kind == "points":
+        coords = torch.from_numpy(rng.uniform(0, img_size, (n, 3, 2)).astype(np.float32))
+        points = (coords, torch.from_numpy(rng.integers(0, 2, (n, 3))))
+    elif kind == "box":
+        xy = np.sort(rng.uniform(0, img_size, (n, 2, 2)), axis=1)
+        boxes = torch.from_numpy(xy.reshape(n, 4).astype(np.float32))
+    elif kind == "mask":
+        h = 4 * prompt_encoder.image_embedding_size[0]
+        masks = torch.from_numpy(rng.standard_normal((n, 1, h, h)).astype(np.float32) * 4)
+    else:
+        raise ValueError(kind)
+    with torch.no_grad():
+        sparse, dense = prompt_encoder(points=points, boxes=boxes, masks=masks)
+        pe = prompt_encoder.get_dense_pe()
+    return sparse.detach().numpy(), dense.detach().numpy(), pe.detach().numpy()

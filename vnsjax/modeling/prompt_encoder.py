@@ -28,9 +28,7 @@ class PositionEmbeddingRandom(nnx.Module):
     """Random Fourier features; the Gaussian matrix is loaded from the checkpoint, never redrawn."""
 
     def __init__(self, num_pos_feats: int = 64, scale: float = 1.0, *, rngs: nnx.Rngs):
-        self.positional_encoding_gaussian_matrix = Buffer(
-            scale * jax.random.normal(rngs.params(), (2, num_pos_feats))
-        )
+        self.positional_encoding_gaussian_matrix = Buffer(scale * jax.random.normal(rngs.params(), (2, num_pos_feats)))
 
     def _pe_encoding(self, coords: jax.Array) -> jax.Array:
         coords = 2 * coords - 1
@@ -98,9 +96,9 @@ class PromptEncoder(nnx.Module):
     def _embed_boxes(self, boxes: jax.Array) -> jax.Array:
         coords = boxes.reshape(-1, 2, 2) + 0.5
         pe = self.pe_layer.forward_with_coords(coords, self.input_image_size)
-        corner = jnp.stack(
-            [self.point_embeddings[2].embedding[0], self.point_embeddings[3].embedding[0]]
-        ).astype(pe.dtype)
+        corner = jnp.stack([self.point_embeddings[2].embedding[0], self.point_embeddings[3].embedding[0]]).astype(
+            pe.dtype
+        )
         return pe + corner
 
     def __call__(

@@ -59,5 +59,3 @@ class Sam(nnx.Module):
         x = resize_bilinear(x, s, s)[:, : input_size[0], : input_size[1]]
         x = resize_bilinear(x, original_size[0], original_size[1])
         return jnp.moveaxis(x, -1, 1)
-
-

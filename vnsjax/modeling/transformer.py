@@ -108,7 +108,12 @@ class TwoWayTransformer(nnx.Module):
         self.layers = nnx.List(
             [
                 TwoWayAttentionBlock(
-                    embedding_dim, num_heads, mlp_dim, attention_downsample_rate, skip_first_layer_pe=(i == 0), rngs=rngs
+                    embedding_dim,
+                    num_heads,
+                    mlp_dim,
+                    attention_downsample_rate,
+                    skip_first_layer_pe=(i == 0),
+                    rngs=rngs,
                 )
                 for i in range(depth)
             ]

@@ -1,0 +1,201 @@
+"""VNS-SAM's METI decoder = `VNS_SAM_Decoder` in VNS-Train/models/vns_sam.py, exactly as released.
+
+Channels-last. SAM's decoder (frozen in training) with a multi-stage transformer, two extra output tokens
+(hf_token rows 0 and 1), the NSFM neck and four new heads. Released quirks kept on purpose
+(vns-sam.md sections 3.3 and 3.8):
+
+- Token off-by-one: the transformer sees [iou, mask tokens 0..3, hf_token 0, hf_token 1, prompts] but the
+  code reads outputs 1..5 only. The "mask token" is hf_mlp(t4 + t5) = SAM's 4th mask token + hf_token row 0,
+  the "edge token" is edge_mlp(t5) = hf_token row 0, and hf_token row 1 only takes part in self-attention.
+- Double GELU: the final VNS pixel embedding is GELU(U) + M where U = output_upscaling(keys) already ends in
+  a GELU (`embedding_maskfeature[-1]` is the trailing GELU, not a conv).
+- The intermediate and final edge maps share one edge pixel embedding, embedding_edgefeature(G).
+
+The released forward works for one prompt per image only; here every prompt of a batch gets its own
+product (image-level features broadcast), equal to the release at one prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vnsjax.modeling.common import MLP, ConvTranspose2x2, LayerNorm2d, gelu, resize_bilinear, torch_conv
+from vnsjax.modeling.mask_decoder import MaskDecoder
+from vnsjax.modeling.mask_decoder_hq import decoder_param_filter, select_sam_mask, token_mask, torch_embed
+from vnsjax.modeling.nsfm import TFD
+
+# What the released training optimises: modules created after the SAM weights are frozen, plus the two
+# multi-stage transformer modules (their names contain "internal"). 2,476,618 / 2,574,922 / 2,673,226 for B/L/H.
+TRAINABLE = decoder_param_filter(
+    "hf_token",
+    "hf_mlp",
+    "edge_mlp",
+    "neck",
+    "embedding_maskfeature",
+    "embedding_edgefeature",
+    "dense_pred_head",
+    "fusion_layer",
+    "transformer.internal_attn_token_to_image",
+    "transformer.norm_internal_attn",
+)
+
+
+class VnsOutput(NamedTuple):
+    """Decoder outputs, NCHW-style (B, 1, H, W) with H, W = 4x the embedding grid (256 at 1024 input).
+
+    Every map is a logit map; `edge_prob` / `interm_edge_prob` are the sigmoids the released forward returns.
+    """
+
+    sam_masks: jax.Array | None  # SAM-token mask from this decoder: best of 1..3 if multimask else index 0
+    iou_predictions: jax.Array | None  # (B, 1) SAM IoU head score of `sam_masks` (none exists for VNS masks)
+    vns_mask: jax.Array  # final-stage VNS mask
+    edge: jax.Array  # final-stage edge map
+    interm_mask: jax.Array  # intermediate (after transformer layer 0) VNS mask
+    interm_edge: jax.Array  # intermediate edge map
+    fused_mask: jax.Array  # fusion_layer([vns_mask, dense map]): the prediction VNS-SAM evaluates
+    dense_map: jax.Array  # (B, 1, h, w) at the embedding grid (64x64), before the x4 bilinear upsampling
+
+    @property
+    def edge_prob(self) -> jax.Array:
+        return jax.nn.sigmoid(self.edge)
+
+    @property
+    def interm_edge_prob(self) -> jax.Array:
+        return jax.nn.sigmoid(self.interm_edge)
+
+
+def results_fusion(out: VnsOutput) -> jax.Array:
+    """MyTrain.py `--results_fusion`: fused mask logits + this decoder's SAM-token mask logits.
+
+    The released evaluation calls the decoder with multimask_output=False, i.e. SAM mask index 0.
+    """
+    if out.sam_masks is None:
+        raise ValueError("results_fusion needs sam_masks; call the decoder with hq_token_only=False")
+    return out.fused_mask + out.sam_masks
+
+
+class VnsDecoder(MaskDecoder):
+    def __init__(
+        self,
+        *,
+        transformer_dim: int = 256,
+        vit_dim: int = 1024,
+        num_multimask_outputs: int = 3,
+        iou_head_depth: int = 3,
+        iou_head_hidden_dim: int = 256,
+        rngs: nnx.Rngs,
+    ):
+        super().__init__(
+            transformer_dim=transformer_dim,
+            num_multimask_outputs=num_multimask_outputs,
+            iou_head_depth=iou_head_depth,
+            iou_head_hidden_dim=iou_head_hidden_dim,
+            multi_stage=True,
+            rngs=rngs,
+        )
+        d = transformer_dim
+        self.hf_token = torch_embed(2, d, rngs=rngs)  # row 0: mask/edge token, row 1: never read (see module doc)
+        self.hf_mlp = MLP(d, d, d // 8, 3, rngs=rngs)
+        self.edge_mlp = MLP(d, d, d // 8, 3, rngs=rngs)
+        self.neck = TFD((vit_dim,) * 4, rngs=rngs)
+        self.embedding_maskfeature = nnx.Sequential(
+            torch_conv(d // 8, d // 4, 3, padding=1, rngs=rngs),
+            LayerNorm2d(d // 4, rngs=rngs),
+            gelu,
+            torch_conv(d // 4, d // 8, 3, padding=1, rngs=rngs),
+            gelu,
+        )
+        self.embedding_edgefeature = nnx.Sequential(
+            ConvTranspose2x2(d, d // 4, rngs=rngs),
+            LayerNorm2d(d // 4, rngs=rngs),
+            gelu,
+            ConvTranspose2x2(d // 4, d // 8, rngs=rngs),
+            gelu,
+        )
+        self.dense_pred_head = nnx.Sequential(
+            torch_conv(d, d, 3, padding=1, rngs=rngs),
+            gelu,
+            torch_conv(d, 1, 1, rngs=rngs),
+        )
+        self.fusion_layer = nnx.Sequential(
+            torch_conv(2, 256, 3, padding=1, rngs=rngs),
+            gelu,
+            torch_conv(256, 256, 3, padding=1, rngs=rngs),
+            gelu,
+            torch_conv(256, 1, 3, padding=1, rngs=rngs),
+        )
+
+    def neck_features(self, interm_embeddings: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
+        """NSFM on the four global-block outputs (B, h, w, vit_dim): (M (B, 4h, 4w, 32), G (B, h, w, 256)).
+
+        Prompt-independent: a predictor computes it once per image. BatchNorm follows model.train()/eval().
+        """
+        return self.neck(interm_embeddings)
+
+    def __call__(
+        self,
+        image_embeddings: jax.Array,
+        image_pe: jax.Array,
+        sparse_prompt_embeddings: jax.Array,
+        dense_prompt_embeddings: jax.Array,
+        multimask_output: bool,
+        *,
+        features: tuple[jax.Array, jax.Array],
+        sparse_mask: jax.Array | None = None,
+        hq_token_only: bool = False,
+    ) -> VnsOutput:
+        """B prompts on one image (image_embeddings and features with batch 1) or one prompt per image (batch B).
+
+        features = neck_features(...) for the same images. hq_token_only=True skips SAM's hypernetworks and
+        IoU head (sam_masks and iou_predictions are None), as the released forward then returns VNS outputs only.
+        """
+        mask_feature, edge_feature = features
+        hw = image_embeddings.shape[1:3]
+        out = self.run_transformer(
+            image_embeddings,
+            image_pe,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+            sparse_mask,
+            extra_tokens=self.hf_token.embedding[...],
+        )
+        hs, interm_hs = out.queries, out.interm_queries
+        b = hs.shape[0]
+
+        upscaled = self.upscale(out.keys, hw)
+        # Released slices hs[:, 1:6]: mask token = t4 + t5 (SAM's last mask token + hf row 0), edge token = t5.
+        vns_embedding = self.embedding_maskfeature.layers[-1](upscaled) + mask_feature  # second GELU on U
+        interm_embedding = self.embedding_maskfeature(self.upscale(out.interm_keys, hw)) + mask_feature
+        # Image-level (batch 1 or B), computed once and shared by both stages as released.
+        edge_embedding = self.embedding_edgefeature(edge_feature)
+
+        vns_mask = token_mask(self.hf_mlp(hs[:, 4] + hs[:, 5]), vns_embedding)
+        edge = token_mask(self.edge_mlp(hs[:, 5]), edge_embedding)
+        interm_mask = token_mask(self.hf_mlp(interm_hs[:, 4] + interm_hs[:, 5]), interm_embedding)
+        interm_edge = token_mask(self.edge_mlp(interm_hs[:, 5]), edge_embedding)
+
+        dense_map = self.dense_pred_head(out.keys.reshape(b, *hw, self.transformer_dim))  # (B, h, w, 1)
+        dense_up = resize_bilinear(dense_map, vns_mask.shape[2], vns_mask.shape[3])
+        fused = self.fusion_layer(jnp.concatenate([jnp.moveaxis(vns_mask, 1, -1), dense_up], axis=-1))
+
+        sam_masks = iou_predictions = None
+        if not hq_token_only:
+            masks = self.hyper_masks(hs[:, 1 : 1 + self.num_mask_tokens], upscaled)
+            iou = self.iou_prediction_head(hs[:, 0])
+            sam_masks, iou_predictions = select_sam_mask(masks, iou, multimask_output)
+
+        return VnsOutput(
+            sam_masks=sam_masks,
+            iou_predictions=iou_predictions,
+            vns_mask=vns_mask,
+            edge=edge,
+            interm_mask=interm_mask,
+            interm_edge=interm_edge,
+            fused_mask=jnp.moveaxis(fused, -1, 1),
+            dense_map=jnp.moveaxis(dense_map, -1, 1),
+        )
