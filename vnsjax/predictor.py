@@ -15,17 +15,21 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vnsjax.modeling.prompt_encoder import PAD_LABEL
-from vnsjax.modeling.sam import PIXEL_MEAN, PIXEL_STD, Sam
+from vnsjax.inference import Features, Prompts, decode, image_features, pack_prompts
+from vnsjax.modeling.sam import Sam
 from vnsjax.transforms import ResizeLongestSide
 
 
-def _bucket(n: int) -> int:
-    return 1 << max(0, int(n - 1).bit_length())
-
-
 class SamPredictor:
-    def __init__(self, sam_model: Sam):
+    VARIANTS: tuple[str, ...] = ("sam", "hq")
+
+    def __init__(self, sam_model: Sam, *, hq_token_only: bool = False):
+        if sam_model.variant not in self.VARIANTS:
+            raise ValueError(
+                f"{type(self).__name__} runs {self.VARIANTS} models, got {sam_model.variant!r} "
+                "(VNS-SAM: vnsjax.VnsPredictor; SAM/HQ-SAM: vnsjax.SamPredictor)"
+            )
+        self.hq_token_only = hq_token_only
         self.model = sam_model
         self.transform = ResizeLongestSide(sam_model.img_size)
         self._graphdef, self._state = nnx.split(sam_model)
@@ -37,10 +41,10 @@ class SamPredictor:
         self.reset_image()
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> SamPredictor:
+    def from_pretrained(cls, directory: str | Path, **kwargs) -> SamPredictor:
         from vnsjax.checkpoint import load_model
 
-        return cls(load_model(directory))
+        return cls(load_model(directory), **kwargs)
 
     # ---- image -------------------------------------------------------------------------------
 
@@ -129,98 +133,43 @@ class SamPredictor:
         del extra
         return self._finish(low_res, iou, return_logits)
 
-    def _finish(self, low_res: jax.Array, iou: jax.Array, return_logits: bool, b: int | None = None):
+    def _finish(self, low_res: jax.Array, iou: jax.Array, return_logits: bool):
         masks = self._postprocess(self._state, low_res, input_size=self.input_size, original_size=self.original_size)
         if not return_logits:
             masks = masks > self.model.mask_threshold
         return np.asarray(masks), np.asarray(iou), np.asarray(low_res)
 
     def decoder_options(self) -> tuple:
-        """Static options passed to the decoder (subclasses add theirs)."""
-        return ()
+        """Static (name, value) options passed to `inference.decode` (HQ-SAM: hq_token_only)."""
+        return (("hq_token_only", self.hq_token_only),) if self.model.variant == "hq" else ()
 
     def _run_decoder(self, point_coords, point_labels, boxes, mask_input, *, multimask_output: bool):
         self._require_image()
-        prompts, b = self._pack_prompts(point_coords, point_labels, boxes, mask_input)
+        if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_labels must be supplied if point_coords is supplied.")
+            point_coords = self.transform.apply_coords(np.asarray(point_coords), self.original_size)
+        if boxes is not None:
+            boxes = self.transform.apply_boxes(np.asarray(boxes, np.float64), self.original_size)
+        prompts, b = pack_prompts(
+            point_coords=point_coords,
+            point_labels=point_labels,
+            boxes=boxes,
+            mask_input=mask_input,
+            mask_size=self.model.prompt_encoder.mask_input_size,
+        )
         low_res, iou, extra = self._decode(
-            self._state, self.features, *prompts, multimask_output=multimask_output, options=self.decoder_options()
+            self._state, self.features, prompts, multimask_output=multimask_output, options=self.decoder_options()
         )
         return low_res[:b], iou[:b], jax.tree.map(lambda x: x[:b], extra)
 
-    def _pack_prompts(self, point_coords, point_labels, boxes, mask_input):
-        """Pads prompts to bucket shapes, with the original's pad point where SAM adds one."""
-        counts = [len(x) for x in (point_coords, boxes, mask_input) if x is not None]
-        if not counts:
-            b = 1
-        elif len(set(counts)) > 1:
-            raise ValueError(f"point_coords, boxes and mask_input must have the same batch size, got {counts}")
-        else:
-            b = counts[0]
-        n = 0 if point_coords is None else np.asarray(point_coords).shape[1]
-        bb, nb = _bucket(b), _bucket(n + 1)
-        coords = np.zeros((bb, nb, 2), np.float32)
-        labels = np.full((bb, nb), PAD_LABEL, np.int32)
-        box_arr = np.zeros((bb, 4), np.float32)
-        box_valid = np.zeros((bb,), bool)
-        masks = np.zeros((bb, *self.model.prompt_encoder.mask_input_size), np.float32)
-        mask_valid = np.zeros((bb,), bool)
-        if point_coords is not None:
-            pc = np.asarray(point_coords)
-            pl = np.asarray(point_labels)
-            if pc.ndim != 3 or pc.shape[-1] != 2 or pl.shape != pc.shape[:2]:
-                raise ValueError(f"point_coords must be (B, N, 2) with labels (B, N); got {pc.shape}, {pl.shape}")
-            coords[:b, :n] = self.transform.apply_coords(pc, self.original_size)
-            labels[:b, :n] = pl
-        if boxes is not None:
-            bx = np.asarray(boxes, np.float64)
-            if bx.shape != (b, 4):
-                raise ValueError(f"boxes must be (B, 4) xyxy, got {bx.shape}")
-            box_arr[:b] = self.transform.apply_boxes(bx, self.original_size)
-            box_valid[:b] = True
-        elif point_coords is not None:
-            labels[:b, n] = -1  # SAM appends a not-a-point token when there is no box
-        if mask_input is not None:
-            mi = np.asarray(mask_input, np.float32)
-            expected = (b, 1, *self.model.prompt_encoder.mask_input_size)
-            if mi.shape != expected:
-                raise ValueError(f"mask_input must be {expected} low-res logits, got {mi.shape}")
-            masks[:b] = mi[:, 0]
-            mask_valid[:b] = True
-        return (coords, labels, box_arr, box_valid, masks, mask_valid), b
+
+def _encode(graphdef, state, padded: jax.Array, hw: jax.Array) -> Features:
+    return image_features(nnx.merge(graphdef, state), padded, hw[None])
 
 
-def _encode(graphdef, state, padded: jax.Array, hw: jax.Array):
-    model = nnx.merge(graphdef, state)
-    s = model.img_size
-    x = (padded - jnp.asarray(PIXEL_MEAN)) / jnp.asarray(PIXEL_STD)
-    inside = (jnp.arange(s)[:, None] < hw[0]) & (jnp.arange(s)[None, :] < hw[1])
-    x = jnp.where(inside[None, :, :, None], x, 0.0)  # the original pads after normalising
-    return model.embed_image(x)
-
-
-def _decode(
-    graphdef, state, features, coords, labels, boxes, box_valid, masks, mask_valid, *, multimask_output, options
-):
-    model = nnx.merge(graphdef, state)
-    pe = model.prompt_encoder
-    sparse, sparse_mask, dense = pe((coords, labels), boxes, masks, box_valid=box_valid, mask_valid=mask_valid)
-    embedding, interm = features
-    return decode_prompts(model, embedding, interm, sparse, sparse_mask, dense, multimask_output, options)
-
-
-def decode_prompts(model: Sam, embedding, interm, sparse, sparse_mask, dense, multimask_output: bool, options: tuple):
-    """Runs the model's decoder (SAM or HQ-SAM) -> (low-res masks, iou predictions, extras)."""
-    image_pe = model.prompt_encoder.get_dense_pe()
-    if model.variant == "hq":
-        (hq_token_only,) = options or (False,)
-        low_res, iou = model.mask_decoder(
-            embedding, image_pe, sparse, dense, multimask_output, hq_token_only, interm, sparse_mask=sparse_mask
-        )
-    elif model.variant == "sam":
-        low_res, iou = model.mask_decoder(embedding, image_pe, sparse, dense, multimask_output, sparse_mask)
-    else:
-        raise ValueError(f"SamPredictor runs SAM and HQ-SAM models; use VnsPredictor for {model.variant!r}")
-    return low_res, iou, ()
+def _decode(graphdef, state, features: Features, prompts: Prompts, *, multimask_output: bool, options: tuple):
+    return decode(nnx.merge(graphdef, state), features, prompts, multimask_output=multimask_output, **dict(options))
 
 
 def _postprocess(graphdef, state, low_res, *, input_size, original_size):

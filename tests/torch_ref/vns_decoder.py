@@ -68,7 +68,11 @@ class VnsSamDecoder(MaskDecoder):
         self.num_mask_tokens = self.num_mask_tokens + 2  # 6: the release slices outputs 1..5 with it
         self.neck = vns_neck.TFD(in_channels=[vit_dim] * 4)
         self.embedding_maskfeature = nn.Sequential(
-            nn.Conv2d(d // 8, d // 4, 3, 1, 1), LayerNorm2d(d // 4), nn.GELU(), nn.Conv2d(d // 4, d // 8, 3, 1, 1), nn.GELU()
+            nn.Conv2d(d // 8, d // 4, 3, 1, 1),
+            LayerNorm2d(d // 4),
+            nn.GELU(),
+            nn.Conv2d(d // 4, d // 8, 3, 1, 1),
+            nn.GELU(),
         )
         self.embedding_edgefeature = nn.Sequential(
             nn.ConvTranspose2d(d, d // 4, kernel_size=2, stride=2),
@@ -83,7 +87,12 @@ class VnsSamDecoder(MaskDecoder):
         )
 
     def forward(
-        self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, multimask_output,
+        self,
+        image_embeddings,
+        image_pe,
+        sparse_prompt_embeddings,
+        dense_prompt_embeddings,
+        multimask_output,
         interm_embeddings,
     ) -> dict[str, torch.Tensor]:
         """As released with hq_token_only=False. image_pe / sparse / dense are per-image lists (MyTrain.py)."""
