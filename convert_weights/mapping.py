@@ -149,7 +149,7 @@ def load_state_dict(
                 f"shape mismatch for {key}: checkpoint {tuple(np.shape(value))} -> {arr.shape} after {layout}, "
                 f"but the model expects {var.shape}"
             )
-        var.value = arr.astype(var.dtype)
+        var.set_value(arr.astype(var.dtype))
         seen.add(key)
     missing = sorted(k for k in expected if k not in seen)
     if strict and (unmapped or missing):
@@ -159,7 +159,7 @@ def load_state_dict(
 
 def export_state_dict(model: nnx.Module, prefix: str = "") -> dict[str, np.ndarray]:
     """Flax parameters back under their PyTorch names and layouts."""
-    return {k: LAYOUTS[layout][1](np.asarray(v.value)) for k, v, layout in iter_torch_keys(model, prefix)}
+    return {k: LAYOUTS[layout][1](np.asarray(v.get_value())) for k, v, layout in iter_torch_keys(model, prefix)}
 
 
 def _report(unmapped: list[str], missing: list[str], limit: int = 20) -> str:

@@ -9,6 +9,7 @@ Evaluation, per image: the exact 1024 x 1024 resize and the three prompt modes, 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -97,6 +98,7 @@ def make_train_dataset(
     shard_count: int | None = 1,
     num_epochs: int | None = None,
     subsets: str | Sequence[str] = "train",
+    image_size: int = OUTPUT_SIZE,
 ) -> grain.MapDataset:
     """Random-access training dataset of batches (see ``TRAIN_BATCH_SPEC``).
 
@@ -109,7 +111,7 @@ def make_train_dataset(
     (prompt_seed,) = _seeds(seed, 1, shard_index + 1)
     ds = grain.MapDataset.source(as_source(root_or_source, subsets))
     ds = ds.shuffle(seed=shuffle_seed).repeat(num_epochs)
-    ds = ds.random_map(augment, seed=augment_seed)
+    ds = ds.random_map(functools.partial(augment, output_size=image_size), seed=augment_seed)
     ds = ds[shard_index::shard_count]
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.random_map(_batch_prompts, seed=prompt_seed)
@@ -127,16 +129,19 @@ def make_train_iterator(
     prefetch: int = 2,
     num_epochs: int | None = None,
     subsets: str | Sequence[str] = "train",
+    image_size: int = OUTPUT_SIZE,
 ) -> grain.DatasetIterator:
     """Checkpointable iterator of training batches (``get_state`` / ``set_state``, ``grain.checkpoint``).
 
     ``root_or_source``: the VNS-SEG root directory, or a random-access source such as
     ``tfds.data_source("vns_seg/train", ...)``. ``num_workers > 0`` processes batches in worker processes
     (``mp_prefetch``); ``num_threads``/``prefetch`` bound the in-process threads and buffer (in batches).
-    The stream for a seed is the same whatever ``num_workers`` and ``num_threads`` are.
+    The stream for a seed is the same whatever ``num_workers`` and ``num_threads`` are. ``image_size`` is the
+    square training size (1024 for SAM; smaller for the tiny demo model).
     """
     ds = make_train_dataset(root_or_source, batch_size=batch_size, seed=seed, shard_index=shard_index,
-                            shard_count=shard_count, num_epochs=num_epochs, subsets=subsets)
+                            shard_count=shard_count, num_epochs=num_epochs, subsets=subsets,
+                            image_size=image_size)
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
     if num_workers > 0:
         from absl import flags
@@ -154,25 +159,26 @@ def steps_per_epoch(num_examples: int, *, batch_size: int, shard_count: int = 1)
 
 
 def eval_example(record: Mapping[str, Any], index: int, *, seed: int = 42, num_points: int = prompts.NUM_POINTS,
-                 box_noise_scale: float = prompts.BOX_NOISE_SCALE) -> dict:
+                 box_noise_scale: float = prompts.BOX_NOISE_SCALE, image_size: int = OUTPUT_SIZE) -> dict:
     """The released evaluation input for one image.
 
-    Image and mask bilinearly resized to exactly 1024 x 1024; prompts from the resized mask (> 128): GT box,
-    noisy box (scale 0.1, clamped to [0, 1024]) and ``num_points`` random positive points. Points and the noisy box
-    use separate generators seeded by (seed, index), so each image's prompts do not depend on the order of
+    Image and mask bilinearly resized to exactly 1024 x 1024 (``image_size``: a model's other input size, e.g. 256
+    for the tiny demo model; ``image1024`` then holds that size); prompts from the resized mask (> 128): GT box,
+    noisy box (scale 0.1, clamped to [0, image_size]) and ``num_points`` random positive points. Points and the
+    noisy box use separate generators seeded by (seed, index), so each image's prompts do not depend on the order of
     evaluation (the release draws them from torch's CPU and CUDA generators respectively). ``mask`` is the
     original-resolution mask (uint8, 0..255) on which metrics are computed.
     """
     image = np.asarray(record["image"])
     mask = _plane(record["mask"])
-    image1024, mask1024 = transforms.eval_resize(image, mask, OUTPUT_SIZE)
+    image1024, mask1024 = transforms.eval_resize(image, mask, image_size)
     point_rng, box_rng = (np.random.default_rng([seed, index, stream]) for stream in (0, 1))
     box = prompts.box_from_mask(mask1024)
     points, labels = prompts.sample_points(mask1024, point_rng, num_points)
     return {
         "image1024": image1024,
         "box": box,
-        "noise_box": prompts.noisy_box(box, box_rng, box_noise_scale, float(OUTPUT_SIZE)),
+        "noise_box": prompts.noisy_box(box, box_rng, box_noise_scale, float(image_size)),
         "points": points,
         "point_labels": labels,
         "mask": mask,
@@ -183,9 +189,9 @@ def eval_example(record: Mapping[str, Any], index: int, *, seed: int = 42, num_p
 
 
 def make_eval_dataset(root_or_source: Source, subset: str, *, seed: int = 42,
-                      num_points: int = prompts.NUM_POINTS) -> grain.MapDataset:
+                      num_points: int = prompts.NUM_POINTS, image_size: int = OUTPUT_SIZE) -> grain.MapDataset:
     """Per-image evaluation dataset of one subset (batch 1, original sizes differ), in file-name order."""
     source = as_source(root_or_source, subset, with_boundary=False)
     return grain.MapDataset.source(source).map_with_index(
-        lambda i, r: eval_example(r, i, seed=seed, num_points=num_points)
+        lambda i, r: eval_example(r, i, seed=seed, num_points=num_points, image_size=image_size)
     )

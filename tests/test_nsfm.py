@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import jax
@@ -11,35 +10,23 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from convert_weights.mapping import LAYOUTS, iter_torch_keys, load_state_dict, resolve
 from vnsjax.modeling.nsfm import TFD, pixel_shuffle
 
 torch = pytest.importorskip("torch")
 
 from tests.torch_ref import vns_neck  # noqa: E402
-from tests.torch_ref.nnx_load import flax_paths, load_torch_state_dict, resolve  # noqa: E402
 
 VIT_WIDTH = {"vit_b": 768, "vit_l": 1024, "vit_h": 1280}
 NSFM_PARAMS = {768: 765_640, 1024: 863_944, 1280: 962_248}  # vns-sam.md section 3.6
 
 
-def _tsv_path() -> Path | None:
-    candidates = [
-        os.environ.get("VNSJAX_REFERENCE_DIR", ""),
-        Path(__file__).resolve().parents[1] / "shared" / "reference",
-        "/work/shared/reference",
-    ]
-    for c in candidates:
-        if c and (Path(c) / "state-dict-keys.tsv").is_file():
-            return Path(c) / "state-dict-keys.tsv"
-    return None
+TSV = Path(__file__).parent / "data" / "state-dict-keys.tsv"
 
 
 def _tsv_neck_shapes(model: str) -> dict[str, list[int]]:
-    path = _tsv_path()
-    if path is None:
-        pytest.skip("state-dict-keys.tsv not found (set VNSJAX_REFERENCE_DIR)")
     rows = {}
-    for line in path.read_text().splitlines():
+    for line in TSV.read_text().splitlines():
         if line.startswith("#"):
             continue
         name, key, _kind, shape, *_ = line.split("\t")
@@ -61,17 +48,17 @@ def test_every_key_maps_to_one_flax_path(model):
     c = VIT_WIDTH[model]
     flax_model = nnx.eval_shape(lambda: TFD((c,) * 4, rngs=nnx.Rngs(0)))
     state_dict = vns_neck.TFD(in_channels=[c] * 4).state_dict()
-    mapped = {}
+    expected = {}
     for key, tensor in state_dict.items():
         hit = resolve(flax_model, key)
         if hit is None:
             assert key.endswith("num_batches_tracked")
             continue
-        path, var, transform = hit
-        assert transform(tensor.numpy()).shape == tuple(var.shape), key
-        mapped[path] = key
-    assert len(mapped) == len(state_dict) - sum(k.endswith("num_batches_tracked") for k in state_dict)
-    assert set(mapped) == flax_paths(flax_model)
+        var, layout = hit
+        assert LAYOUTS[layout][0](tensor.numpy()).shape == tuple(var.shape), key
+        expected[key] = id(var)
+    # The inverse walk names every Flax variable exactly once, with the same key.
+    assert {k: id(v) for k, v, _ in iter_torch_keys(flax_model)} == expected
 
 
 @pytest.mark.parametrize("width", sorted(NSFM_PARAMS))
@@ -121,7 +108,7 @@ def test_parity_with_torch(width):
     ref = vns_neck.TFD(in_channels=[width] * 4)
     _randomize_(ref, seed=width)
     model = TFD((width,) * 4, rngs=nnx.Rngs(0))
-    assert load_torch_state_dict(model, ref.state_dict()) == flax_paths(model)
+    load_state_dict(model, {k: v.numpy() for k, v in ref.state_dict().items()}, strict=True)
 
     rng = np.random.default_rng(width)
     feats = [rng.standard_normal((2, 64, 64, width)).astype(np.float32) for _ in range(4)]
@@ -153,6 +140,6 @@ def test_parity_with_torch(width):
         hit = resolve(model, key)
         if hit is None or not key.endswith(("running_mean", "running_var")):
             continue
-        _, var, _ = hit
+        var, _ = hit
         rtol = 1e-3 if key.endswith("running_var") else 1e-5
         np.testing.assert_allclose(np.asarray(var[...]), tensor.numpy(), rtol=rtol, atol=1e-5, err_msg=key)

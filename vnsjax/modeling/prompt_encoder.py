@@ -125,6 +125,7 @@ class PromptEncoder(nnx.Module):
         sparse, valid = [], []
         if points is not None:
             coords, labels = points
+            labels = jnp.asarray(labels, jnp.int32)
             if boxes is None:
                 coords = jnp.concatenate([coords, jnp.zeros((bs, 1, 2), coords.dtype)], axis=1)
                 labels = jnp.concatenate([labels, -jnp.ones((bs, 1), labels.dtype)], axis=1)

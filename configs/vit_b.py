@@ -1,0 +1,25 @@
+"""VNS-SAM on SAM ViT-B with the released recipe: Adam 1e-3, x0.1 after epoch 10, 12 epochs, global batch 16, 1024 input.
+
+  python -m convert_weights --checkpoint sam_vit_b_*.pth --output checkpoints/sam_vit_b
+  python -m vnsjax.train --config configs/vit_b.py --workdir workdir/vit_b \
+      --config.sam_checkpoint=checkpoints/sam_vit_b --config.data_dir=/data/VNS-SEG
+
+Smoke run (two steps, tiny synthetic data, random base): --config configs/vit_b.py:smoke
+"""
+
+from __future__ import annotations
+
+import ml_collections as mlc
+
+from configs.common import released_recipe
+
+
+def get_config(arg: str | None = None) -> mlc.ConfigDict:
+    c = released_recipe("vit_b")
+    if arg == "smoke":
+        c.synthetic_images = 2
+        c.batch_size = 1
+        c.num_train_steps = 2
+        c.num_workers = 0
+        c.eval_num_images = 1
+    return c
