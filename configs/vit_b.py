@@ -1,4 +1,4 @@
-"""VNS-SAM on SAM ViT-B with the released recipe: Adam 1e-3, x0.1 after epoch 10, 12 epochs, global batch 16, 1024 input.
+"""VNS-SAM on SAM ViT-B, released recipe: Adam 1e-3, x0.1 after epoch 10, 12 epochs, batch 16, 1024 input.
 
   python -m convert_weights --checkpoint sam_vit_b_*.pth --output checkpoints/sam_vit_b
   python -m vnsjax.train --config configs/vit_b.py --workdir workdir/vit_b \

@@ -1,4 +1,4 @@
-"""VNS-SAM on SAM ViT-H with the released recipe: Adam 1e-3, x0.1 after epoch 10, 12 epochs, global batch 16, 1024 input.
+"""VNS-SAM on SAM ViT-H, released recipe: Adam 1e-3, x0.1 after epoch 10, 12 epochs, batch 16, 1024 input.
 
   python -m convert_weights --checkpoint sam_vit_h_*.pth --output checkpoints/sam_vit_h
   python -m vnsjax.train --config configs/vit_h.py --workdir workdir/vit_h \

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -94,21 +95,26 @@ def resolve(root: nnx.Module, key: str) -> tuple[nnx.Variable, str] | None:
     return var, layout
 
 
+def iter_modules(root: nnx.Module, prefix: str = "") -> Iterator[tuple[str, nnx.Module]]:
+    """Every submodule with its PyTorch name (`nnx.Sequential`'s `.layers` is not spelled in PyTorch)."""
+    for path, node in nnx.iter_graph(root):
+        if isinstance(node, nnx.Module):
+            yield prefix + ".".join(_torch_path(root, path)), node
+
+
 def iter_torch_keys(root: nnx.Module, prefix: str = "") -> Iterator[tuple[str, nnx.Variable, str]]:
     """Every (PyTorch key, Flax variable, layout) of a module: the inverse walk of `resolve`."""
-    for path, node in nnx.iter_graph(root):
-        if not isinstance(node, nnx.Module):
-            continue
+    for name, node in iter_modules(root, prefix):
         rules = leaf_rules(node)
-        names = _torch_path(root, path)
+        head = name + "." if name != prefix else name
         if rules:
             for leaf, rule in rules.items():
                 if rule is not DROP and isinstance(getattr(node, rule[0], None), nnx.Variable):
-                    yield prefix + ".".join([*names, leaf]), getattr(node, rule[0]), rule[1]
+                    yield head + leaf, getattr(node, rule[0]), rule[1]
         else:
             for attr, value in vars(node).items():
                 if isinstance(value, nnx.Variable):
-                    yield prefix + ".".join([*names, attr]), value, "identity"
+                    yield head + attr, value, "identity"
 
 
 def _torch_path(root: nnx.Module, path: tuple) -> list[str]:
@@ -149,7 +155,7 @@ def load_state_dict(
                 f"shape mismatch for {key}: checkpoint {tuple(np.shape(value))} -> {arr.shape} after {layout}, "
                 f"but the model expects {var.shape}"
             )
-        var.set_value(arr.astype(var.dtype))
+        var.set_value(jnp.asarray(arr, dtype=var.dtype))
         seen.add(key)
     missing = sorted(k for k in expected if k not in seen)
     if strict and (unmapped or missing):

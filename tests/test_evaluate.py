@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from data_pipeline import pipeline, synthetic, vns_seg
 from vnsjax import evaluate as E
@@ -16,6 +17,7 @@ from vnsjax import metrics as M
 from vnsjax.build_sam import MODEL_CONFIGS, build_sam
 from vnsjax.checkpoint import save_model
 from vnsjax.modeling.common import resize_bilinear
+from vnsjax.modeling.sam import Sam
 
 SUBSETS = ["CAMO", "Kvasir", "ETIS"]  # two seen, one unseen
 NUM = 3
@@ -44,8 +46,29 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.save(build_torch_sam(MODEL_CONFIGS["tiny"], "sam", seed=0).state_dict(), pth)
     sam_dir = tmp / "sam_tiny"
     assert convert_main(["--checkpoint", str(pth), "--output", str(sam_dir), "--model-type", "tiny"]) == 0
-    vns_dir = save_model(build_sam("tiny", "vns", seed=1), tmp / "vns_tiny")
+    vns_dir = save_model(_random_model("tiny", "vns", seed=1), tmp / "vns_tiny")
     return {"sam_tiny": sam_dir, "vns_tiny": vns_dir}
+
+
+def _random_model(model_type: str, variant: str, seed: int) -> Sam:
+    """build_sam's structure with seeded random values, without running its initialisers.
+
+    Building the tiny VNS model eagerly takes over a minute on a loaded 2-core machine; eval_shape takes seconds.
+    """
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: build_sam(model_type, variant)))
+    rng = np.random.default_rng(seed)
+
+    def fill(path: tuple, x: jax.ShapeDtypeStruct) -> np.ndarray:
+        name = path[-1].key
+        if name in ("scale", "var"):  # norm scales, BN running variances: positive, near 1
+            return rng.uniform(0.8, 1.2, x.shape).astype(x.dtype)
+        if len(x.shape) <= 1:
+            return (0.1 * rng.normal(size=x.shape)).astype(x.dtype)
+        return (rng.normal(size=x.shape) / np.sqrt(np.prod(x.shape[:-1]))).astype(x.dtype)
+
+    pure = jax.tree_util.tree_map_with_path(fill, nnx.to_pure_dict(state))
+    nnx.replace_by_pure_dict(state, pure)
+    return nnx.merge(graphdef, state)
 
 
 class OraclePredictor:

@@ -74,8 +74,15 @@ def upsample_logits(low_res: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return transforms.resize_bilinear(np.asarray(low_res, np.float32), (int(size[0]), int(size[1])))
 
 
-def _forward(graphdef: nnx.GraphDef, state: nnx.State, images: jax.Array, prompts_: Prompts, *,
-             fusion: bool, options: tuple[tuple[str, Any], ...]) -> jax.Array:
+def _forward(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    images: jax.Array,
+    prompts_: Prompts,
+    *,
+    fusion: bool,
+    options: tuple[tuple[str, Any], ...],
+) -> jax.Array:
     """Encoder + decoder in one program: (B, S, S, 3) 0..255 images, one prompt each -> (B, h, w) logits."""
     model = nnx.merge(graphdef, state)
     features = image_features(model, images)
@@ -88,8 +95,15 @@ def _forward(graphdef: nnx.GraphDef, state: nnx.State, images: jax.Array, prompt
 class ModelPredictor:
     """A `Sam` (any variant) jitted once for a fixed batch size; the last, short batch is padded."""
 
-    def __init__(self, model: Sam, *, prompt: str = "box", batch_size: int = 1, results_fusion: bool = False,
-                 hq_token_only: bool = False):
+    def __init__(
+        self,
+        model: Sam,
+        *,
+        prompt: str = "box",
+        batch_size: int = 1,
+        results_fusion: bool = False,
+        hq_token_only: bool = False,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if prompt not in PROMPT_MODES:
@@ -169,8 +183,11 @@ def evaluate(
     "absent_subsets" (not found under `data_root`) and "failed" (file, subset, reason of each unusable image).
     """
     predictors: dict[str, Predictor] = {
-        name: ModelPredictor(m, prompt=prompt, batch_size=batch_size, results_fusion=results_fusion,
-                             hq_token_only=hq_token_only) if isinstance(m, Sam) else m
+        name: ModelPredictor(
+            m, prompt=prompt, batch_size=batch_size, results_fusion=results_fusion, hq_token_only=hq_token_only
+        )
+        if isinstance(m, Sam)
+        else m
         for name, m in models.items()
     }
     if not predictors:
@@ -241,17 +258,29 @@ def _model_names(directories: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vnsjax.evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", action="append", required=True, metavar="DIR",
-                   help="converted model directory (python -m convert_weights); repeat to compare models")
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="converted model directory (python -m convert_weights); repeat to compare models",
+    )
     p.add_argument("--data", required=True, metavar="ROOT", help="VNS-SEG root (released folder layout)")
-    p.add_argument("--subsets", nargs="+", default=["eval"],
-                   help="subset names or groups seen / unseen / eval (default: eval = the 10 test subsets)")
+    p.add_argument(
+        "--subsets",
+        nargs="+",
+        default=["eval"],
+        help="subset names or groups seen / unseen / eval (default: eval = the 10 test subsets)",
+    )
     p.add_argument("--prompt", choices=PROMPT_MODES, default="box")
     p.add_argument("--points", type=int, default=prompts.NUM_POINTS, help="positive points for --prompt point")
     p.add_argument("--seed", type=int, default=42, help="prompt sampling seed (the release seeds 42)")
     p.add_argument("--batch-size", type=int, default=1, help="images per jitted call (the last batch is padded)")
-    p.add_argument("--results-fusion", action="store_true",
-                   help="VNS-SAM: fused mask + SAM mask logits (MyTrain.py --results_fusion)")
+    p.add_argument(
+        "--results-fusion",
+        action="store_true",
+        help="VNS-SAM: fused mask + SAM mask logits (MyTrain.py --results_fusion)",
+    )
     p.add_argument("--hq-token-only", action="store_true", help="HQ-SAM: HQ mask only instead of HQ + SAM mask")
     p.add_argument("--workers", type=int, default=2, help="image-reading threads")
     p.add_argument("--out", default="results", help="directory for results.md, results.json, results_per_image.csv")
@@ -266,8 +295,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, m in models.items():
         print(f"{name}: {m.variant} {m.config.name} (input {m.config.img_size}x{m.config.img_size})", file=sys.stderr)
     summary, records = evaluate(
-        models, args.data, args.subsets, args.prompt, num_points=args.points, seed=args.seed,
-        batch_size=args.batch_size, results_fusion=args.results_fusion, hq_token_only=args.hq_token_only,
+        models,
+        args.data,
+        args.subsets,
+        args.prompt,
+        num_points=args.points,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        results_fusion=args.results_fusion,
+        hq_token_only=args.hq_token_only,
         workers=args.workers,
     )
     paths = write_reports(summary, records, args.out, stem=args.stem)

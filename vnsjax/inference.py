@@ -87,7 +87,9 @@ def decode(model: Sam, features: Features, prompts: Prompts, *, multimask_output
             sparse_mask=sparse_mask,
         )
         return masks, iou, None
-    out = dec(features.embedding, image_pe, sparse, dense, multimask_output, features=features.neck, sparse_mask=sparse_mask)
+    out = dec(
+        features.embedding, image_pe, sparse, dense, multimask_output, features=features.neck, sparse_mask=sparse_mask
+    )
     return out.fused_mask, out.iou_predictions, out
 
 

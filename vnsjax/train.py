@@ -32,7 +32,8 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from data_pipeline import pipeline, prompts as data_prompts, transforms, vns_seg
+from data_pipeline import pipeline, transforms, vns_seg
+from data_pipeline import prompts as data_prompts
 from vnsjax import metrics as seg_metrics
 from vnsjax import train_state as ts
 from vnsjax.ckpt import TrainCheckpoints
@@ -58,22 +59,37 @@ def encode(model: Sam, images: jax.Array, dtype: Any = jnp.float32) -> Features:
 def vns_forward(model: Sam, features: Features, p: Prompts) -> VnsOutput:
     sparse, sparse_mask, dense = embed_prompts(model, p)
     # hq_token_only: SAM's own mask/IoU heads have no loss in the released training, so they are skipped.
-    return model.mask_decoder(features.embedding, model.prompt_encoder.get_dense_pe(), sparse, dense, False,
-                              features=features.neck, sparse_mask=sparse_mask, hq_token_only=True)
+    return model.mask_decoder(
+        features.embedding,
+        model.prompt_encoder.get_dense_pe(),
+        sparse,
+        dense,
+        False,
+        features=features.neck,
+        sparse_mask=sparse_mask,
+        hq_token_only=True,
+    )
 
 
 def loss_and_terms(model: Sam, batch: dict[str, jax.Array], dtype: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
     e = model.config.image_embedding_size
     out = vns_forward(model, encode(model, batch["image"], dtype), training_prompts(batch, (4 * e, 4 * e)))
-    return vns_total_loss(out.edge[:, 0], out.interm_mask[:, 0], out.interm_edge[:, 0], out.fused_mask[:, 0],
-                          batch["mask"], batch["edge"])
+    return vns_total_loss(
+        out.edge[:, 0], out.interm_mask[:, 0], out.interm_edge[:, 0], out.fused_mask[:, 0], batch["mask"], batch["edge"]
+    )
 
 
 def box_prompts(boxes: jax.Array, mask_size: int) -> Prompts:
     """Box-only prompts, as `inference.pack_prompts(boxes=...)` builds them (one padding point slot)."""
     b = boxes.shape[0]
-    return Prompts(jnp.zeros((b, 1, 2), jnp.float32), jnp.full((b, 1), PAD_LABEL, jnp.int32), boxes,
-                   jnp.ones((b,), bool), jnp.zeros((b, mask_size, mask_size), jnp.float32), jnp.zeros((b,), bool))
+    return Prompts(
+        jnp.zeros((b, 1, 2), jnp.float32),
+        jnp.full((b, 1), PAD_LABEL, jnp.int32),
+        boxes,
+        jnp.ones((b,), bool),
+        jnp.zeros((b, mask_size, mask_size), jnp.float32),
+        jnp.zeros((b,), bool),
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -187,9 +203,12 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     img_size, embed = model.img_size, model.config.image_embedding_size
     split = ts.split_model(model)
     del model  # from here on the model exists only as (graphdef, states), merged inside the jitted functions
-    frozen = ts.put(ts.cast_encoder(split.frozen, encoder_dtype),
-                    ts.state_shardings(split.frozen, mesh, shard_encoder=config.shard_encoder,
-                                                       min_size=config.shard_encoder_min_size))
+    frozen = ts.put(
+        ts.cast_encoder(split.frozen, encoder_dtype),
+        ts.state_shardings(
+            split.frozen, mesh, shard_encoder=config.shard_encoder, min_size=config.shard_encoder_min_size
+        ),
+    )
     trainable = ts.put(split.trainable, ts.state_shardings(split.trainable, mesh))
     batch_stats = ts.put(split.batch_stats, ts.state_shardings(split.batch_stats, mesh))
     tx, schedule = ts.make_optimizer(config, steps_per_epoch)
@@ -197,11 +216,18 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     rng = ts.put(jax.random.key_data(jax.random.key(config.seed)), replicated)
 
     data_iter = pipeline.make_train_iterator(
-        data_dir, batch_size=local_batch, seed=config.seed, shard_index=jax.process_index(),
-        shard_count=jax.process_count(), num_workers=config.num_workers, subsets=config.train_subsets,
-        image_size=img_size)
-    ckpts = TrainCheckpoints(workdir / "checkpoints", keep=config.keep_checkpoints,
-                             save_every_steps=config.checkpoint_every_steps)
+        data_dir,
+        batch_size=local_batch,
+        seed=config.seed,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+        num_workers=config.num_workers,
+        subsets=config.train_subsets,
+        image_size=img_size,
+    )
+    ckpts = TrainCheckpoints(
+        workdir / "checkpoints", keep=config.keep_checkpoints, save_every_steps=config.checkpoint_every_steps
+    )
     start = 0
     if ckpts.latest_step is not None:
         start = ckpts.latest_step
@@ -229,15 +255,18 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
         return trainable, new_stats, opt_state, scalars
 
     # Shardings of inputs come from the committed arguments; outputs are pinned so the donated buffers are reused.
-    p_train_step = jax.jit(train_step, donate_argnums=(0, 1, 2),
-                           out_shardings=(replicated, replicated, replicated, replicated))
+    p_train_step = jax.jit(
+        train_step, donate_argnums=(0, 1, 2), out_shardings=(replicated, replicated, replicated, replicated)
+    )
 
     @jax.jit
     def eval_step(trainable, batch_stats, frozen, images, boxes):
         model = nnx.merge(eval_graphdef, trainable, batch_stats, frozen)
         return vns_forward(model, encode(model, images, encoder_dtype), box_prompts(boxes, 4 * embed)).fused_mask[:, 0]
 
-    eval_set = load_eval_set(data_dir, config.eval_subsets, config.eval_num_images, img_size) if config.eval_num_images else []
+    eval_set = []
+    if config.eval_num_images:
+        eval_set = load_eval_set(data_dir, config.eval_subsets, config.eval_num_images, img_size)
 
     def evaluate() -> dict[str, float]:
         """Box prompt, fused mask bilinearly upsampled to the original size; mean IoU and boundary IoU."""
@@ -269,7 +298,8 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
             local = next(data_iter)
             batch = {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v)) for k, v in local.items()}
             trainable, batch_stats, opt_state, out = p_train_step(
-                trainable, batch_stats, opt_state, frozen, batch, jnp.asarray(step, jnp.int32))
+                trainable, batch_stats, opt_state, frozen, batch, jnp.asarray(step, jnp.int32)
+            )
             scalars = {k: float(ts.to_host(v)) for k, v in out.items()}  # one host sync a step: logs + NaN guard
             done = step + 1
             now = time.perf_counter()
@@ -282,10 +312,12 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
             if not math.isfinite(scalars["loss"]):
                 raise FloatingPointError(
                     f"non-finite loss {scalars['loss']} at step {done}; the last good checkpoint is step "
-                    f"{ckpts.latest_step} in {workdir / 'checkpoints'}")
+                    f"{ckpts.latest_step} in {workdir / 'checkpoints'}"
+                )
             if ckpts.should_save(done, total_steps):
                 ckpts.save(done, _ckpt_state(trainable, batch_stats, opt_state, done, rng), data_iter)
-            if eval_set and (done == total_steps or (config.eval_every_steps > 0 and done % config.eval_every_steps == 0)):
+            eval_due = done == total_steps or (config.eval_every_steps > 0 and done % config.eval_every_steps == 0)
+            if eval_set and eval_due:
                 evaluation = evaluate()
                 logs.evaluation(done, evaluation)
                 if bar is not None:
@@ -299,15 +331,27 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
             bar.close()
         logs.close()
         ckpts.close()
-    return {"step": total_steps, "train": scalars, "eval": evaluation, "trainable": trainable,
-            "batch_stats": batch_stats, "opt_state": opt_state, "frozen": frozen}
+    return {
+        "step": total_steps,
+        "train": scalars,
+        "eval": evaluation,
+        "trainable": trainable,
+        "batch_stats": batch_stats,
+        "opt_state": opt_state,
+        "frozen": frozen,
+    }
 
 
 def _ckpt_state(trainable, batch_stats, opt_state, step: int, rng) -> dict[str, Any]:
     # rng: the run's base key; nothing in the current model is stochastic (prompts are drawn by the data pipeline,
     # whose state is saved separately), but it is saved so a stochastic extension resumes exactly.
-    return {"trainable": trainable, "batch_stats": batch_stats, "opt_state": opt_state,
-            "step": np.asarray(step, np.int64), "rng": rng}
+    return {
+        "trainable": trainable,
+        "batch_stats": batch_stats,
+        "opt_state": opt_state,
+        "step": np.asarray(step, np.int64),
+        "rng": rng,
+    }
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -324,8 +368,11 @@ def main(argv: Sequence[str]) -> None:
     if flags_.coordinator_address:
         # Before any backend starts. Only the CPU backend reads it (GPU/TPU hosts use their own collectives).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=flags_.coordinator_address,
-                                   num_processes=flags_.num_processes, process_id=flags_.process_id)
+        jax.distributed.initialize(
+            coordinator_address=flags_.coordinator_address,
+            num_processes=flags_.num_processes,
+            process_id=flags_.process_id,
+        )
     train(flags_.config, flags_.workdir)
 
 
@@ -333,8 +380,9 @@ def _define_flags() -> None:
     from absl import flags
     from ml_collections import config_flags
 
-    config_flags.DEFINE_config_file("config", None, "Training config file, e.g. configs/vit_l.py or configs/demo.py:smoke",
-                                    lock_config=True)
+    config_flags.DEFINE_config_file(
+        "config", None, "Training config file, e.g. configs/vit_l.py or configs/demo.py:smoke", lock_config=True
+    )
     flags.DEFINE_string("workdir", None, "Output directory; an existing run there is resumed.")
     flags.DEFINE_string("coordinator_address", "", "Multi-host: HOST:PORT of process 0 (jax.distributed).")
     flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")

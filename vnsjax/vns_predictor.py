@@ -41,11 +41,15 @@ class VnsPredictor(SamPredictor):
         The score is SAM's IoU prediction for its own token (VNS-SAM has no score for its masks).
         multimask_output only changes which SAM mask `output="sam"` returns (best of 3 by IoU).
         """
-        _, iou, out = self._run_decoder(point_coords, point_labels, boxes, mask_input, multimask_output=multimask_output)
+        _, iou, out = self._run_decoder(
+            point_coords, point_labels, boxes, mask_input, multimask_output=multimask_output
+        )
         low_res = self.select(out)
         masks, iou, low_res = self._finish(low_res, iou, return_logits)
         if self.output == "edge" and not return_logits:
-            masks = self._postprocess(self._state, low_res, input_size=self.input_size, original_size=self.original_size)
+            masks = self._postprocess(
+                self._state, low_res, input_size=self.input_size, original_size=self.original_size
+            )
             masks = np.asarray(jax.nn.sigmoid(masks))  # an edge probability map, not a binary mask
         return masks, iou, low_res
 
