@@ -37,8 +37,22 @@ def test_folder_prompt_file_amg_and_bad_image(sam_dir, tmp_path, capsys):
     (data / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
     rc = main(
-        ["--checkpoint", str(sam_dir), "--input", str(data), "--out", str(out), "--points-per-side", "4",
-         "--points-per-batch", "16", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+        [
+            "--checkpoint",
+            str(sam_dir),
+            "--input",
+            str(data),
+            "--out",
+            str(out),
+            "--points-per-side",
+            "4",
+            "--points-per-batch",
+            "16",
+            "--pred-iou-thresh",
+            "0",
+            "--stability-score-thresh",
+            "0",
+        ]
     )
     err = capsys.readouterr().err
     assert rc == 1 and "broken.jpg" in err and "1 failed" in err
@@ -55,7 +69,7 @@ def test_folder_prompt_file_amg_and_bad_image(sam_dir, tmp_path, capsys):
 
     rec1 = json.loads((out / f"{names[1]}.json").read_text())
     assert rec1["mode"] == "automatic" and len(rec1["masks"]) == len(rec1["annotations"]) >= 1
-    for name, ann in zip(rec1["masks"], rec1["annotations"]):
+    for name, ann in zip(rec1["masks"], rec1["annotations"], strict=True):
         m = np.asarray(Image.open(out / name)) > 0
         assert m.sum() == ann["area"]
     assert not (out / "broken.json").exists()

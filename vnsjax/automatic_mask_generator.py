@@ -136,7 +136,9 @@ class SamAutomaticMaskGenerator:
     def _generate_masks(self, image: np.ndarray) -> dict[str, Any]:
         orig_size = image.shape[:2]
         crop_boxes, layer_idxs = amg.generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)
-        parts = [self._process_crop(image, box, layer, orig_size) for box, layer in zip(crop_boxes, layer_idxs)]
+        parts = [
+            self._process_crop(image, box, layer, orig_size) for box, layer in zip(crop_boxes, layer_idxs, strict=True)
+        ]
         data = _cat(parts)
         if len(crop_boxes) > 1 and len(data["rles"]):
             # Prefer masks from smaller crops (finer detail) where crops overlap.

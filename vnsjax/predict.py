@@ -57,9 +57,9 @@ def overlay(
     points: list[list[float]] | None = None,
     alpha: float = 0.5,
 ) -> Image.Image:
-    """Masks tinted over the image (mask edges outlined so thin structures stay visible), prompts drawn."""
+    """Masks tinted over the image (in list order, later on top), prompts drawn."""
     out = image.astype(np.float32).copy()
-    for mask, colour in zip(masks, colours):
+    for mask, colour in zip(masks, colours, strict=True):
         out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
     pil = Image.fromarray(out.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(pil)

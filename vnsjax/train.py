@@ -238,7 +238,7 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     # --- The jitted steps ---------------------------------------------------------------------------------------
     graphdef, eval_graphdef = split.train_graphdef, split.eval_graphdef
 
-    def train_step(trainable, batch_stats, opt_state, frozen, batch, step):
+    def train_step(trainable, batch_stats, opt_state, frozen, batch, step, nan_step):
         def loss_fn(trainable, batch_stats, frozen):
             # copy=True: fresh Variables created at the grad trace level, where BatchNorm may update them.
             model = nnx.merge(graphdef, trainable, batch_stats, frozen, copy=True)
@@ -247,11 +247,11 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
             return loss, (terms, nnx.state(model, nnx.BatchStat))
 
         (loss, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, batch_stats, frozen)
-        if config.debug_nan_step >= 0:
-            loss = jnp.where(step + 1 == config.debug_nan_step, jnp.nan, loss)
+        # Debug hook (config.debug_nan_step) as a runtime argument: the compiled program is the same without it.
+        loss = jnp.where(step + 1 == nan_step, jnp.nan, loss)
         updates, opt_state = tx.update(grads, opt_state, trainable)
         trainable = optax.apply_updates(trainable, updates)
-        scalars = {"loss": loss, **terms, "lr": schedule(step), "grad_norm": optax.global_norm(grads)}
+        scalars = {"loss": loss, **terms, "lr": schedule(step), "grad_norm": optax.tree.norm(grads)}
         return trainable, new_stats, opt_state, scalars
 
     # Shardings of inputs come from the committed arguments; outputs are pinned so the donated buffers are reused.
@@ -291,6 +291,7 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
 
         bar = tqdm(total=total_steps, initial=start, desc="train", dynamic_ncols=True)
     scalars: dict[str, float] = {}
+    nan_step = jnp.asarray(config.debug_nan_step, jnp.int32)
     evaluation: dict[str, float] = {}
     try:
         tick = time.perf_counter()
@@ -298,7 +299,7 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
             local = next(data_iter)
             batch = {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v)) for k, v in local.items()}
             trainable, batch_stats, opt_state, out = p_train_step(
-                trainable, batch_stats, opt_state, frozen, batch, jnp.asarray(step, jnp.int32)
+                trainable, batch_stats, opt_state, frozen, batch, jnp.asarray(step, jnp.int32), nan_step
             )
             scalars = {k: float(ts.to_host(v)) for k, v in out.items()}  # one host sync a step: logs + NaN guard
             done = step + 1

@@ -1,0 +1,110 @@
+"""Train-step throughput and peak memory of VNS-SAM training (frozen base, METI + NSFM trained).
+
+  python benchmarks/train_step.py --config configs/demo.py --steps 10
+  python benchmarks/train_step.py --config configs/vit_b.py --batch 2 --steps 2 [--encoder-dtype bfloat16]
+
+Random inputs with the training batch's shapes (no data pipeline: it is benchmarked by
+benchmarks/data_pipeline.py); the same jitted, donated step as vnsjax.train on a ("data",) mesh of all devices.
+Reports compile time, images/s over the timed steps, and peak memory (device memory stats where the backend has
+them, else the process's max RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import resource
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from data_pipeline import prompts as data_prompts
+from vnsjax import train_state as ts
+from vnsjax.build_sam import MODEL_CONFIGS
+from vnsjax.train import loss_and_terms
+
+
+def load_config(path: str):
+    path, _, arg = path.partition(":")
+    spec = importlib.util.spec_from_file_location("bench_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+
+
+def random_batch(b: int, size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    k = data_prompts.NUM_POINTS
+    mask = (rng.random((b, size, size)) > 0.5).astype(np.float32)
+    return {
+        "image": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
+        "mask": mask,
+        "edge": mask,
+        "box": np.tile(np.array([[size * 0.2, size * 0.2, size * 0.7, size * 0.8]], np.float32), (b, 1)),
+        "points": rng.uniform(0, size, (b, k, 2)).astype(np.float32),
+        "point_labels": np.ones((b, k), np.int32),
+        "mask_input": np.zeros((b, 256, 256), np.float32),
+        "prompt_type": np.arange(b, dtype=np.int32) % 3,  # box, points and mask prompts all exercised
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="configs/demo.py")
+    ap.add_argument("--batch", type=int, default=0, help="global batch (0: the config's)")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--encoder-dtype", default="")
+    args = ap.parse_args()
+    config = load_config(args.config)
+    b = args.batch or config.batch_size
+    dtype = jnp.dtype(args.encoder_dtype or config.encoder_dtype)
+
+    mesh = ts.make_mesh()
+    repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    split = ts.split_model(ts.build_model(config.model_type, config.seed))
+    size = MODEL_CONFIGS[config.model_type].img_size
+    frozen = ts.put(ts.cast_encoder(split.frozen, dtype), ts.state_shardings(split.frozen, mesh))
+    trainable = ts.put(split.trainable, ts.state_shardings(split.trainable, mesh))
+    stats = ts.put(split.batch_stats, ts.state_shardings(split.batch_stats, mesh))
+    tx, _ = ts.make_optimizer(config, steps_per_epoch=1000)
+    opt_state = jax.jit(tx.init, out_shardings=repl)(trainable)
+    graphdef = split.train_graphdef
+
+    def step(trainable, stats, opt_state, frozen, batch):
+        def loss_fn(trainable, stats, frozen):
+            model = nnx.merge(graphdef, trainable, stats, frozen, copy=True)
+            loss, _ = loss_and_terms(model, batch, dtype)
+            return loss, nnx.state(model, nnx.BatchStat)
+
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, stats, frozen)
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        return optax.apply_updates(trainable, updates), stats, opt_state, loss
+
+    p_step = jax.jit(step, donate_argnums=(0, 1, 2), out_shardings=(repl, repl, repl, repl))
+    batch = {k: jax.device_put(v, data) for k, v in random_batch(b, size, np.random.default_rng(0)).items()}
+
+    t0 = time.perf_counter()
+    trainable, stats, opt_state, loss = p_step(trainable, stats, opt_state, frozen, batch)
+    loss.block_until_ready()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        trainable, stats, opt_state, loss = p_step(trainable, stats, opt_state, frozen, batch)
+    loss.block_until_ready()
+    dt = (time.perf_counter() - t0) / args.steps
+    mem = jax.devices()[0].memory_stats() or {}
+    peak = mem.get("peak_bytes_in_use")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    peak_text = f"device {peak / 2**30:.2f} GiB" if peak else f"max RSS {rss:.2f} GiB"
+    print(f"{config.model_type} batch {b} encoder {dtype.name} on {jax.device_count()} x {jax.devices()[0].platform}: "
+          f"first step (compile + run) {compile_s:.1f} s, {dt:.2f} s/step, {b / dt:.2f} images/s, "
+          f"peak {peak_text}, loss {float(loss):.4f}")
+
+
+if __name__ == "__main__":
+    main()
