@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import resource
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -24,10 +26,13 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from data_pipeline import prompts as data_prompts
-from vnsjax import train_state as ts
-from vnsjax.build_sam import MODEL_CONFIGS
-from vnsjax.train import loss_and_terms
+# Run as a script, this folder is sys.path[0] and its data_pipeline.py would shadow the data_pipeline package.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from data_pipeline import prompts as data_prompts  # noqa: E402
+from vnsjax import train_state as ts  # noqa: E402
+from vnsjax.build_sam import MODEL_CONFIGS  # noqa: E402
+from vnsjax.train import loss_and_terms  # noqa: E402
 
 
 def load_config(path: str):
