@@ -73,14 +73,14 @@ def main() -> None:
             boxes = np.sort(rng.uniform(0, s, (n, 2, 2)), axis=1).reshape(n, 4).astype(np.float32)
             tb = torch.from_numpy(boxes)
 
-            def torch_dec():
+            def torch_dec(tb=tb):
                 sp, de = ref.prompt_encoder(None, tb, None)
                 return ref.mask_decoder(emb, pe, sp, de, True)
 
             prompts, _ = pack_prompts(boxes=boxes, mask_size=model.prompt_encoder.mask_input_size)
             prompts = jax.tree.map(jnp.asarray, prompts)
             t = timeit(torch_dec, args.repeats * 3)
-            j = timeit(lambda: jax.block_until_ready(dec(state, feats, prompts)), args.repeats * 3)
+            j = timeit(lambda p=prompts: jax.block_until_ready(dec(state, feats, p)), args.repeats * 3)
             rows.append((f"prompt encoder + decoder ({n} prompt{'s' if n > 1 else ''})", t, j))
 
     print(f"{args.model_type}, torch {torch.__version__} ({torch.get_num_threads()} threads), jax {jax.__version__}, "
