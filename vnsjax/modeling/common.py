@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 
@@ -27,7 +28,7 @@ def LayerNorm2d(num_channels: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
 
     In NHWC it is exactly a LayerNorm over the last axis.
     """
-    return nnx.LayerNorm(num_channels, epsilon=1e-6, rngs=rngs)
+    return layer_norm(num_channels, 1e-6, rngs=rngs)
 
 
 def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
@@ -40,7 +41,7 @@ def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, use_bia
         in_features,
         out_features,
         use_bias=use_bias,
-        kernel_init=nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+        kernel_init=fan_in_uniform(),
         bias_init=_uniform(bound),
         rngs=rngs,
     )
@@ -65,17 +66,68 @@ def torch_conv(
         strides=(stride, stride),
         padding=((padding, padding), (padding, padding)),
         use_bias=use_bias,
-        kernel_init=nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+        kernel_init=fan_in_uniform(),
         bias_init=_uniform(1.0 / fan_in**0.5),
         rngs=rngs,
     )
 
 
+def _host_rng(key) -> np.random.Generator | None:
+    """A NumPy generator seeded from a JAX key; None while tracing (nnx.eval_shape, jit)."""
+    if isinstance(key, jax.core.Tracer):
+        return None
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.random.default_rng(np.asarray(key).ravel().tolist())
+
+
+# Initialisers draw on the host: eager JAX init compiles one small program per parameter shape, which
+# made building a model take tens of seconds on CPU. Under tracing they fall back to jax.random.
 def _uniform(bound: float) -> Callable:
     def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+        rng = _host_rng(key)
+        if rng is None:
+            return jax.random.uniform(key, shape, dtype, -bound, bound)
+        return jnp.asarray(rng.uniform(-bound, bound, shape), dtype)
 
     return init
+
+
+def normal_init(std: float = 1.0) -> Callable:
+    def init(key, shape, dtype=jnp.float32):
+        rng = _host_rng(key)
+        if rng is None:
+            return std * jax.random.normal(key, shape, dtype)
+        return jnp.asarray(std * rng.standard_normal(shape), dtype)
+
+    return init
+
+
+def constant_init(value: float) -> Callable:
+    def init(key, shape, dtype=jnp.float32):
+        return jnp.asarray(np.full(shape, value), dtype)
+
+    return init
+
+
+def fan_in_uniform() -> Callable:
+    """PyTorch kaiming_uniform(a=sqrt(5)) for Linear/Conv kernels: U(+-1/sqrt(fan_in)), fan_in = all but last axis."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return _uniform(1.0 / float(np.prod(shape[:-1])) ** 0.5)(key, shape, dtype)
+
+    return init
+
+
+def layer_norm(num_features: int, epsilon: float, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    return nnx.LayerNorm(
+        num_features, epsilon=epsilon, scale_init=constant_init(1.0), bias_init=constant_init(0.0), rngs=rngs
+    )
+
+
+def embed(num_embeddings: int, features: int, *, rngs: nnx.Rngs) -> nnx.Embed:
+    """nn.Embedding: N(0, 1) init, same (n, d) layout."""
+    return nnx.Embed(num_embeddings, features, embedding_init=normal_init(1.0), rngs=rngs)
 
 
 class ConvTranspose2x2(nnx.Module):

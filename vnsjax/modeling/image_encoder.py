@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from vnsjax.modeling.common import LayerNorm2d, MLPBlock, gelu, torch_conv, torch_linear
+from vnsjax.modeling.common import LayerNorm2d, MLPBlock, gelu, layer_norm, torch_conv, torch_linear
 
 
 class PatchEmbed(nnx.Module):
@@ -50,8 +51,8 @@ class Attention(nnx.Module):
         self.use_rel_pos = use_rel_pos
         if use_rel_pos:
             # PyTorch inits these to zero; checkpoints always carry them.
-            self.rel_pos_h = nnx.Param(jnp.zeros((2 * input_size[0] - 1, head_dim)))
-            self.rel_pos_w = nnx.Param(jnp.zeros((2 * input_size[1] - 1, head_dim)))
+            self.rel_pos_h = nnx.Param(jnp.asarray(np.zeros((2 * input_size[0] - 1, head_dim), np.float32)))
+            self.rel_pos_w = nnx.Param(jnp.asarray(np.zeros((2 * input_size[1] - 1, head_dim), np.float32)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, c = x.shape
@@ -141,7 +142,7 @@ class Block(nnx.Module):
         use_rel_pos: bool = True,
         rngs: nnx.Rngs,
     ):
-        self.norm1 = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
+        self.norm1 = layer_norm(dim, 1e-6, rngs=rngs)
         self.attn = Attention(
             dim,
             num_heads,
@@ -150,7 +151,7 @@ class Block(nnx.Module):
             use_rel_pos=use_rel_pos,
             rngs=rngs,
         )
-        self.norm2 = nnx.LayerNorm(dim, epsilon=1e-6, rngs=rngs)
+        self.norm2 = layer_norm(dim, 1e-6, rngs=rngs)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio), gelu, rngs=rngs)
         self.window_size = window_size
 
@@ -191,7 +192,9 @@ class ImageEncoderViT(nnx.Module):
         self.img_size = img_size
         grid = img_size // patch_size
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, rngs=rngs)
-        self.pos_embed = nnx.Param(jnp.zeros((1, grid, grid, embed_dim))) if use_abs_pos else None
+        self.pos_embed = (
+            nnx.Param(jnp.asarray(np.zeros((1, grid, grid, embed_dim), np.float32))) if use_abs_pos else None
+        )
         self.blocks = nnx.List(
             [
                 Block(

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vnsjax.modeling.common import MLP, ConvTranspose2x2, LayerNorm2d, gelu
+from vnsjax.modeling.common import MLP, ConvTranspose2x2, LayerNorm2d, embed, gelu
 from vnsjax.modeling.transformer import TransformerOutput, TwoWayTransformer
 
 
@@ -29,9 +29,9 @@ class MaskDecoder(nnx.Module):
             depth=2, embedding_dim=transformer_dim, num_heads=8, mlp_dim=2048, multi_stage=multi_stage, rngs=rngs
         )
         self.num_multimask_outputs = num_multimask_outputs
-        self.iou_token = nnx.Embed(1, transformer_dim, rngs=rngs)
+        self.iou_token = embed(1, transformer_dim, rngs=rngs)
         self.num_mask_tokens = num_multimask_outputs + 1
-        self.mask_tokens = nnx.Embed(self.num_mask_tokens, transformer_dim, rngs=rngs)
+        self.mask_tokens = embed(self.num_mask_tokens, transformer_dim, rngs=rngs)
         self.output_upscaling = nnx.Sequential(
             ConvTranspose2x2(transformer_dim, transformer_dim // 4, rngs=rngs),
             LayerNorm2d(transformer_dim // 4, rngs=rngs),

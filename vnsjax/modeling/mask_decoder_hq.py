@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vnsjax.modeling.common import MLP, ConvTranspose2x2, LayerNorm2d, gelu, torch_conv
+from vnsjax.modeling.common import MLP, ConvTranspose2x2, LayerNorm2d, embed, gelu, torch_conv
 from vnsjax.modeling.mask_decoder import MaskDecoder
 
 
@@ -69,11 +69,6 @@ def select_sam_mask(masks: jax.Array, iou_pred: jax.Array, multimask_output: boo
     return best, jnp.take_along_axis(iou_pred[:, 1:], idx[:, None], axis=1)
 
 
-def torch_embed(num_embeddings: int, features: int, *, rngs: nnx.Rngs) -> nnx.Embed:
-    """nn.Embedding's default init N(0, 1)."""
-    return nnx.Embed(num_embeddings, features, embedding_init=nnx.initializers.normal(1.0), rngs=rngs)
-
-
 class MaskDecoderHQ(MaskDecoder):
     def __init__(
         self,
@@ -93,7 +88,7 @@ class MaskDecoderHQ(MaskDecoder):
             rngs=rngs,
         )
         d = transformer_dim
-        self.hf_token = torch_embed(1, d, rngs=rngs)
+        self.hf_token = embed(1, d, rngs=rngs)
         self.hf_mlp = MLP(d, d, d // 8, 3, rngs=rngs)
         self.compress_vit_feat = nnx.Sequential(
             ConvTranspose2x2(vit_dim, d, rngs=rngs),

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vnsjax.modeling.common import ConvTranspose2x2, LayerNorm2d, gelu, relu, torch_conv
+from vnsjax.modeling.common import ConvTranspose2x2, LayerNorm2d, constant_init, fan_in_uniform, gelu, relu, torch_conv
 from vnsjax.modeling.dwt import haar_dwt
 
 # Width of the edge branch; hard-coded in the released Aggregator/DecoupleHead (hence one_conv_llhh's 352 = 256 + 96).
@@ -58,7 +58,15 @@ def _batch_norm(num_features: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
     # PyTorch BatchNorm2d: eps 1e-5, momentum 0.1 (= flax 0.9). Two-pass variance, as PyTorch computes it.
     # Note: PyTorch updates running_var with the unbiased batch variance, flax with the biased one
     # (relative difference 1/(n-1), n = B*H*W >= 2048 here); normalisation itself uses the biased one in both.
-    return nnx.BatchNorm(num_features, epsilon=1e-5, momentum=0.9, use_fast_variance=False, rngs=rngs)
+    return nnx.BatchNorm(
+        num_features,
+        epsilon=1e-5,
+        momentum=0.9,
+        use_fast_variance=False,
+        scale_init=constant_init(1.0),
+        bias_init=constant_init(0.0),
+        rngs=rngs,
+    )
 
 
 class BasicConv2d(nnx.Module):
@@ -94,7 +102,7 @@ class CA(nnx.Module):
             kernel_size=(3,),
             padding=((1, 1),),
             use_bias=False,
-            kernel_init=nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+            kernel_init=fan_in_uniform(),
             rngs=rngs,
         )
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vnsjax.modeling.common import LayerNorm2d, gelu, torch_conv
+from vnsjax.modeling.common import LayerNorm2d, embed, gelu, normal_init, torch_conv
 
 PAD_LABEL = -10
 
@@ -28,7 +28,7 @@ class PositionEmbeddingRandom(nnx.Module):
     """Random Fourier features; the Gaussian matrix is loaded from the checkpoint, never redrawn."""
 
     def __init__(self, num_pos_feats: int = 64, scale: float = 1.0, *, rngs: nnx.Rngs):
-        self.positional_encoding_gaussian_matrix = Buffer(scale * jax.random.normal(rngs.params(), (2, num_pos_feats)))
+        self.positional_encoding_gaussian_matrix = Buffer(normal_init(scale)(rngs.params(), (2, num_pos_feats)))
 
     def _pe_encoding(self, coords: jax.Array) -> jax.Array:
         coords = 2 * coords - 1
@@ -64,8 +64,8 @@ class PromptEncoder(nnx.Module):
         self.input_image_size = input_image_size
         self.image_embedding_size = image_embedding_size
         self.pe_layer = PositionEmbeddingRandom(embed_dim // 2, rngs=rngs)
-        self.point_embeddings = nnx.List([nnx.Embed(1, embed_dim, rngs=rngs) for _ in range(4)])
-        self.not_a_point_embed = nnx.Embed(1, embed_dim, rngs=rngs)
+        self.point_embeddings = nnx.List([embed(1, embed_dim, rngs=rngs) for _ in range(4)])
+        self.not_a_point_embed = embed(1, embed_dim, rngs=rngs)
         self.mask_input_size = (4 * image_embedding_size[0], 4 * image_embedding_size[1])
         self.mask_downscaling = nnx.Sequential(
             torch_conv(1, mask_in_chans // 4, 2, stride=2, rngs=rngs),
@@ -76,7 +76,7 @@ class PromptEncoder(nnx.Module):
             gelu,
             torch_conv(mask_in_chans, embed_dim, 1, rngs=rngs),
         )
-        self.no_mask_embed = nnx.Embed(1, embed_dim, rngs=rngs)
+        self.no_mask_embed = embed(1, embed_dim, rngs=rngs)
 
     def get_dense_pe(self) -> jax.Array:
         """(1, h, w, C) positional encoding of the image-embedding grid."""

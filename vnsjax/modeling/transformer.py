@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vnsjax.modeling.common import MLPBlock, relu, torch_linear
+from vnsjax.modeling.common import MLPBlock, layer_norm, relu, torch_linear
 
 
 class Attention(nnx.Module):
@@ -55,12 +55,12 @@ class TwoWayAttentionBlock(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.self_attn = Attention(embedding_dim, num_heads, rngs=rngs)
-        self.norm1 = nnx.LayerNorm(embedding_dim, epsilon=1e-5, rngs=rngs)
+        self.norm1 = layer_norm(embedding_dim, 1e-5, rngs=rngs)
         self.cross_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate, rngs=rngs)
-        self.norm2 = nnx.LayerNorm(embedding_dim, epsilon=1e-5, rngs=rngs)
+        self.norm2 = layer_norm(embedding_dim, 1e-5, rngs=rngs)
         self.mlp = MLPBlock(embedding_dim, mlp_dim, relu, rngs=rngs)
-        self.norm3 = nnx.LayerNorm(embedding_dim, epsilon=1e-5, rngs=rngs)
-        self.norm4 = nnx.LayerNorm(embedding_dim, epsilon=1e-5, rngs=rngs)
+        self.norm3 = layer_norm(embedding_dim, 1e-5, rngs=rngs)
+        self.norm4 = layer_norm(embedding_dim, 1e-5, rngs=rngs)
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate, rngs=rngs)
         self.skip_first_layer_pe = skip_first_layer_pe
 
@@ -119,14 +119,14 @@ class TwoWayTransformer(nnx.Module):
             ]
         )
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate, rngs=rngs)
-        self.norm_final_attn = nnx.LayerNorm(embedding_dim, epsilon=1e-5, rngs=rngs)
+        self.norm_final_attn = layer_norm(embedding_dim, 1e-5, rngs=rngs)
         self.multi_stage = multi_stage
         if multi_stage:
             # VNS-SAM: an extra token->image attention after layer 0 gives the intermediate tokens.
             self.internal_attn_token_to_image = Attention(
                 embedding_dim, num_heads, attention_downsample_rate, rngs=rngs
             )
-            self.norm_internal_attn = nnx.LayerNorm(embedding_dim, epsilon=1e-5, rngs=rngs)
+            self.norm_internal_attn = layer_norm(embedding_dim, 1e-5, rngs=rngs)
 
     def __call__(
         self,

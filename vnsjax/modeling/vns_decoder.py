@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vnsjax.modeling.common import MLP, ConvTranspose2x2, LayerNorm2d, gelu, resize_bilinear, torch_conv
+from vnsjax.modeling.common import MLP, ConvTranspose2x2, LayerNorm2d, embed, gelu, resize_bilinear, torch_conv
 from vnsjax.modeling.mask_decoder import MaskDecoder
-from vnsjax.modeling.mask_decoder_hq import decoder_param_filter, select_sam_mask, token_mask, torch_embed
+from vnsjax.modeling.mask_decoder_hq import decoder_param_filter, select_sam_mask, token_mask
 from vnsjax.modeling.nsfm import TFD
 
 # What the released training optimises: modules created after the SAM weights are frozen, plus the two
@@ -99,7 +99,7 @@ class VnsDecoder(MaskDecoder):
             rngs=rngs,
         )
         d = transformer_dim
-        self.hf_token = torch_embed(2, d, rngs=rngs)  # row 0: mask/edge token, row 1: never read (see module doc)
+        self.hf_token = embed(2, d, rngs=rngs)  # row 0: mask/edge token, row 1: never read (see module doc)
         self.hf_mlp = MLP(d, d, d // 8, 3, rngs=rngs)
         self.edge_mlp = MLP(d, d, d // 8, 3, rngs=rngs)
         self.neck = TFD((vit_dim,) * 4, rngs=rngs)

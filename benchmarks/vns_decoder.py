@@ -1,0 +1,89 @@
+"""VNS-SAM decoder vs SAM's decoder (vnsjax) and the PyTorch HQ-SAM / released VNS-SAM decoders, in one run.
+
+    python benchmarks/vns_decoder.py [--repeats 5]
+
+ViT-B sizes (64x64 embedding, 768-wide global-block features), random weights, box prompts. vnsjax's
+VNS decoder reuses the per-image NSFM features (as VnsPredictor caches them); NSFM is timed on its own.
+The released VNS-SAM decoder supports one prompt per image, so it has no 64-prompt row.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from flax import nnx
+
+from benchmarks.sam_cpu import timeit
+from tests.torch_ref.sam import build_torch_sam, randomize_
+from tests.torch_ref.vns_decoder import VnsSamDecoder
+from vnsjax import MODEL_CONFIGS, build_sam
+from vnsjax.inference import Features, decode, pack_prompts
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    cfg = MODEL_CONFIGS["vit_b"]
+    rng = np.random.default_rng(0)
+    e, c = cfg.image_embedding_size, cfg.encoder_embed_dim
+    emb = rng.standard_normal((1, e, e, 256)).astype(np.float32)
+    interm = [rng.standard_normal((1, e, e, c)).astype(np.float32) for _ in range(4)]
+
+    hq = build_torch_sam(cfg, "hq").eval()
+    vns_ref = randomize_(VnsSamDecoder(vit_dim=c), seed=1).eval()
+    rows: dict[str, dict[int, float]] = {}
+
+    with torch.inference_mode():
+        t_emb = torch.from_numpy(emb.transpose(0, 3, 1, 2).copy())
+        t_interm = [torch.from_numpy(x) for x in interm]
+        pe = hq.prompt_encoder.get_dense_pe()
+        for n in (1, 64):
+            boxes = torch.from_numpy(np.sort(rng.uniform(0, 1024, (n, 2, 2)), axis=1).reshape(n, 4).astype(np.float32))
+            sp, de = hq.prompt_encoder(None, boxes, None)
+            rows.setdefault("PyTorch HQ-SAM decoder", {})[n] = timeit(
+                lambda sp=sp, de=de: hq.mask_decoder(t_emb, pe, sp, de, False, False, t_interm), args.repeats
+            )[1]
+            if n == 1:
+                rows.setdefault("PyTorch VNS-SAM decoder (released, incl. NSFM)", {})[n] = timeit(
+                    lambda sp=sp, de=de: vns_ref(t_emb, [pe], [sp], [de], False, t_interm), args.repeats
+                )[1]
+
+    for variant, name in (("sam", "vnsjax SAM decoder"), ("vns", "vnsjax VNS-SAM decoder (NSFM cached)")):
+        model = build_sam("vit_b", variant)
+        model.eval()
+        graphdef, state = nnx.split(model)
+        run = jax.jit(lambda s, f, pr, g=graphdef: decode(nnx.merge(g, s), f, pr)[0])
+        neck = None
+        if variant == "vns":
+            nsfm = jax.jit(lambda s, x, g=graphdef: nnx.merge(g, s).mask_decoder.neck_features(x))
+            neck = nsfm(state, [jnp.asarray(x) for x in interm])
+            rows["vnsjax NSFM (once per image)"] = {
+                1: timeit(lambda: jax.block_until_ready(nsfm(state, [jnp.asarray(x) for x in interm])), args.repeats)[1]
+            }
+        feats = Features(jnp.asarray(emb), [jnp.asarray(x) for x in interm], neck)
+        for n in (1, 64):
+            boxes = np.sort(rng.uniform(0, 1024, (n, 2, 2)), axis=1).reshape(n, 4).astype(np.float32)
+            prompts = jax.tree.map(jnp.asarray, pack_prompts(boxes=boxes)[0])
+            rows.setdefault(name, {})[n] = timeit(
+                lambda pr=prompts: jax.block_until_ready(run(state, feats, pr)), args.repeats
+            )[1]
+
+    print(f"ViT-B sizes, torch {torch.__version__} ({torch.get_num_threads()} threads), jax {jax.__version__}")
+    print("| decoder | 1 prompt (s, median) | 64 prompts (s, median) | 64 / 1 |")
+    print("| --- | --- | --- | --- |")
+    for name, r in rows.items():
+        t64 = f"{r[64]:.3f}" if 64 in r else "-"
+        ratio = f"{r[64] / r[1]:.1f}x" if 64 in r else "-"
+        print(f"| {name} | {r[1]:.3f} | {t64} | {ratio} |")
+    base = rows["PyTorch HQ-SAM decoder"]
+    vns = rows["vnsjax VNS-SAM decoder (NSFM cached)"]
+    print(f"vnsjax VNS / PyTorch HQ-SAM: {vns[1] / base[1]:.2f} (1 prompt), {vns[64] / base[64]:.2f} (64 prompts)")
+
+
+if __name__ == "__main__":
+    main()
