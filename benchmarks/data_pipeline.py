@@ -27,8 +27,9 @@ SECTION = "## Data pipeline"
 
 def measure(root: str, *, batch_size: int, batches: int, num_workers: int, num_threads: int) -> float:
     """Samples per second after two warm-up batches (worker start-up and first reads excluded)."""
-    it = pipeline.make_train_iterator(root, batch_size=batch_size, seed=0, num_workers=num_workers,
-                                      num_threads=num_threads, prefetch=2)
+    it = pipeline.make_train_iterator(
+        root, batch_size=batch_size, seed=0, num_workers=num_workers, num_threads=num_threads, prefetch=2
+    )
     for _ in range(2):
         next(it)
     start = time.perf_counter()
@@ -55,8 +56,10 @@ def main() -> None:
     parser.add_argument("--large", action="store_true", help="also measure ~1024 x 768 source images")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    sizes = {"320-512 px": synthetic.SceneParams(), "~1024x768": synthetic.SceneParams(width=(960, 1100),
-                                                                                    height=(700, 800))}
+    sizes = {
+        "320-512 px": synthetic.SceneParams(),
+        "~1024x768": synthetic.SceneParams(width=(960, 1100), height=(700, 800)),
+    }
     if not args.large:
         sizes.pop("~1024x768")
     configs = [(0, 0), (0, 2), (1, 2), (2, 1)]  # (worker processes, threads per process)
@@ -64,17 +67,30 @@ def main() -> None:
     for size, params in sizes.items():
         with tempfile.TemporaryDirectory() as root:
             synthetic.generate(root, args.num, 0, subsets="train", params=params)
-            rows += [(size, w, t, measure(root, batch_size=args.batch_size, batches=args.batches, num_workers=w,
-                                          num_threads=t)) for w, t in configs]
-    lines = [
-        SECTION, "",
-        f"Training pipeline (read + decode, edge dilation, flip, large-scale jitter to 1024x1024, prompts, batch "
-        f"{args.batch_size}) on synthetic training sources; {os.cpu_count()} CPU cores "
-        f"({platform.machine()}, load average {os.getloadavg()[0]:.1f} at the end: the machine is shared, so "
-        f"numbers move with other jobs); `python benchmarks/data_pipeline.py{' --large' if args.large else ''}`.", "",
-        "| source images | worker processes | threads per process | samples/s | ms/sample |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ] + [f"| {size} | {w} | {t} | {sps:.1f} | {1000 / sps:.0f} |" for size, w, t, sps in rows] + [""]
+            rows += [
+                (
+                    size,
+                    w,
+                    t,
+                    measure(root, batch_size=args.batch_size, batches=args.batches, num_workers=w, num_threads=t),
+                )
+                for w, t in configs
+            ]
+    lines = (
+        [
+            SECTION,
+            "",
+            f"Training pipeline (read + decode, edge dilation, flip, large-scale jitter to 1024x1024, prompts, batch "
+            f"{args.batch_size}) on synthetic training sources; {os.cpu_count()} CPU cores "
+            f"({platform.machine()}, load average {os.getloadavg()[0]:.1f} at the end: the machine is shared, so "
+            f"numbers move with other jobs); `python benchmarks/data_pipeline.py{' --large' if args.large else ''}`.",
+            "",
+            "| source images | worker processes | threads per process | samples/s | ms/sample |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        + [f"| {size} | {w} | {t} | {sps:.1f} | {1000 / sps:.0f} |" for size, w, t, sps in rows]
+        + [""]
+    )
     text = "\n".join(lines)
     print(text)
     if not args.no_write:

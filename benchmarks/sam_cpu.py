@@ -83,8 +83,10 @@ def main() -> None:
             j = timeit(lambda p=prompts: jax.block_until_ready(dec(state, feats, p)), args.repeats * 3)
             rows.append((f"prompt encoder + decoder ({n} prompt{'s' if n > 1 else ''})", t, j))
 
-    print(f"{args.model_type}, torch {torch.__version__} ({torch.get_num_threads()} threads), jax {jax.__version__}, "
-          f"{os.cpu_count()} CPUs, {jax.devices()[0].platform}")
+    print(
+        f"{args.model_type}, torch {torch.__version__} ({torch.get_num_threads()} threads), jax {jax.__version__}, "
+        f"{os.cpu_count()} CPUs, {jax.devices()[0].platform}"
+    )
     print("| stage | PyTorch min / median (s) | vnsjax min / median (s) | vnsjax / PyTorch (median) |")
     print("| --- | --- | --- | --- |")
     for name, (tmin, tmed), (jmin, jmed) in rows:

@@ -106,9 +106,11 @@ def main() -> None:
     peak = mem.get("peak_bytes_in_use")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     peak_text = f"device {peak / 2**30:.2f} GiB" if peak else f"max RSS {rss:.2f} GiB"
-    print(f"{config.model_type} batch {b} encoder {dtype.name} on {jax.device_count()} x {jax.devices()[0].platform}: "
-          f"first step (compile + run) {compile_s:.1f} s, {dt:.2f} s/step, {b / dt:.2f} images/s, "
-          f"peak {peak_text}, loss {float(loss):.4f}")
+    print(
+        f"{config.model_type} batch {b} encoder {dtype.name} on {jax.device_count()} x {jax.devices()[0].platform}: "
+        f"first step (compile + run) {compile_s:.1f} s, {dt:.2f} s/step, {b / dt:.2f} images/s, "
+        f"peak {peak_text}, loss {float(loss):.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,28 @@ from vnsjax import MODEL_CONFIGS, build_sam
 from vnsjax.inference import Features, decode, pack_prompts
 
 
+def _time_vnsjax(variant, emb, interm, rng, repeats, rows=None) -> dict[int, float]:
+    model = build_sam("vit_b", variant)
+    model.eval()
+    graphdef, state = nnx.split(model)
+    run = jax.jit(lambda s, f, pr: decode(nnx.merge(graphdef, s), f, pr)[0])
+    interm = [jnp.asarray(x) for x in interm]
+    neck = None
+    if variant == "vns":
+        nsfm = jax.jit(lambda s, x: nnx.merge(graphdef, s).mask_decoder.neck_features(x))
+        neck = nsfm(state, interm)
+        rows["vnsjax NSFM (once per image)"] = {
+            1: timeit(lambda: jax.block_until_ready(nsfm(state, interm)), repeats)[1]
+        }
+    feats = Features(jnp.asarray(emb), interm, neck)
+    out = {}
+    for n in (1, 64):
+        boxes = np.sort(rng.uniform(0, 1024, (n, 2, 2)), axis=1).reshape(n, 4).astype(np.float32)
+        prompts = jax.tree.map(jnp.asarray, pack_prompts(boxes=boxes)[0])
+        out[n] = timeit(lambda pr=prompts: jax.block_until_ready(run(state, feats, pr)), repeats)[1]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=5)
@@ -53,25 +75,8 @@ def main() -> None:
                     lambda sp=sp, de=de: vns_ref(t_emb, [pe], [sp], [de], False, t_interm), args.repeats
                 )[1]
 
-    for variant, name in (("sam", "vnsjax SAM decoder"), ("vns", "vnsjax VNS-SAM decoder (NSFM cached)")):
-        model = build_sam("vit_b", variant)
-        model.eval()
-        graphdef, state = nnx.split(model)
-        run = jax.jit(lambda s, f, pr, g=graphdef: decode(nnx.merge(g, s), f, pr)[0])
-        neck = None
-        if variant == "vns":
-            nsfm = jax.jit(lambda s, x, g=graphdef: nnx.merge(g, s).mask_decoder.neck_features(x))
-            neck = nsfm(state, [jnp.asarray(x) for x in interm])
-            rows["vnsjax NSFM (once per image)"] = {
-                1: timeit(lambda: jax.block_until_ready(nsfm(state, [jnp.asarray(x) for x in interm])), args.repeats)[1]
-            }
-        feats = Features(jnp.asarray(emb), [jnp.asarray(x) for x in interm], neck)
-        for n in (1, 64):
-            boxes = np.sort(rng.uniform(0, 1024, (n, 2, 2)), axis=1).reshape(n, 4).astype(np.float32)
-            prompts = jax.tree.map(jnp.asarray, pack_prompts(boxes=boxes)[0])
-            rows.setdefault(name, {})[n] = timeit(
-                lambda pr=prompts: jax.block_until_ready(run(state, feats, pr)), args.repeats
-            )[1]
+    rows["vnsjax SAM decoder"] = _time_vnsjax("sam", emb, interm, rng, args.repeats)
+    rows["vnsjax VNS-SAM decoder (NSFM cached)"] = _time_vnsjax("vns", emb, interm, rng, args.repeats, rows)
 
     print(f"ViT-B sizes, torch {torch.__version__} ({torch.get_num_threads()} threads), jax {jax.__version__}")
     print("| decoder | 1 prompt (s, median) | 64 prompts (s, median) | 64 / 1 |")
