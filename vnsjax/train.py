@@ -36,6 +36,7 @@ from data_pipeline import pipeline, transforms, vns_seg
 from data_pipeline import prompts as data_prompts
 from vnsjax import metrics as seg_metrics
 from vnsjax import train_state as ts
+from vnsjax.checkpoint import save_model
 from vnsjax.ckpt import TrainCheckpoints
 from vnsjax.inference import Features, Prompts, embed_prompts, normalize, training_prompts
 from vnsjax.losses import vns_total_loss
@@ -327,6 +328,13 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
             if done == config.debug_kill_after_step:
                 logs.close()
                 os.kill(os.getpid(), signal.SIGKILL)  # simulates preemption (tests resume)
+        if jax.process_count() == 1:
+            # A model directory like the converter's, so predict / evaluate / export take the fine-tuned model.
+            save_model(
+                nnx.merge(eval_graphdef, trainable, batch_stats, frozen),
+                workdir / "model",
+                source={"kind": "vnsjax.train", "step": total_steps, "sam_checkpoint": config.sam_checkpoint},
+            )
     finally:
         if bar is not None:
             bar.close()
