@@ -21,6 +21,7 @@ def test_notebook_runs(tmp_path, monkeypatch):
     assert (work / "ckpt" / "sam" / "vnsjax.json").is_file()
     assert (work / "pred" / "scene_overlay.png").is_file()
     assert (work / "train" / "metrics.jsonl").read_text().strip()
-    assert (work / "eval" / "results.md").is_file()
+    table = (work / "eval" / "results.md").read_text()
+    assert "| sam |" in table and "| model |" in table  # base SAM and the fine-tuned VNS-SAM, side by side
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
