@@ -21,8 +21,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -32,7 +30,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 from data_pipeline import prompts as data_prompts  # noqa: E402
 from vnsjax import train_state as ts  # noqa: E402
 from vnsjax.build_sam import MODEL_CONFIGS  # noqa: E402
-from vnsjax.train import loss_and_terms  # noqa: E402
+from vnsjax.train import make_train_step  # noqa: E402
 
 
 def load_config(path: str):
@@ -76,31 +74,21 @@ def main() -> None:
     frozen = ts.put(ts.cast_encoder(split.frozen, dtype), ts.state_shardings(split.frozen, mesh))
     trainable = ts.put(split.trainable, ts.state_shardings(split.trainable, mesh))
     stats = ts.put(split.batch_stats, ts.state_shardings(split.batch_stats, mesh))
-    tx, _ = ts.make_optimizer(config, steps_per_epoch=1000)
+    tx, schedule = ts.make_optimizer(config, steps_per_epoch=1000)
     opt_state = jax.jit(tx.init, out_shardings=repl)(trainable)
-    graphdef = split.train_graphdef
-
-    def step(trainable, stats, opt_state, frozen, batch):
-        def loss_fn(trainable, stats, frozen):
-            model = nnx.merge(graphdef, trainable, stats, frozen, copy=True)
-            loss, _ = loss_and_terms(model, batch, dtype)
-            return loss, nnx.state(model, nnx.BatchStat)
-
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, stats, frozen)
-        updates, opt_state = tx.update(grads, opt_state, trainable)
-        return optax.apply_updates(trainable, updates), stats, opt_state, loss
-
+    step = make_train_step(split.train_graphdef, tx, schedule, dtype)
     p_step = jax.jit(step, donate_argnums=(0, 1, 2), out_shardings=(repl, repl, repl, repl))
+    no_nan = jnp.asarray(-1, jnp.int32)
     batch = {k: jax.device_put(v, data) for k, v in random_batch(b, size, np.random.default_rng(0)).items()}
 
     t0 = time.perf_counter()
-    trainable, stats, opt_state, loss = p_step(trainable, stats, opt_state, frozen, batch)
-    loss.block_until_ready()
+    trainable, stats, opt_state, out = p_step(trainable, stats, opt_state, frozen, batch, jnp.int32(0), no_nan)
+    out["loss"].block_until_ready()
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for _ in range(args.steps):
-        trainable, stats, opt_state, loss = p_step(trainable, stats, opt_state, frozen, batch)
-    loss.block_until_ready()
+    for i in range(args.steps):
+        trainable, stats, opt_state, out = p_step(trainable, stats, opt_state, frozen, batch, jnp.int32(i + 1), no_nan)
+    out["loss"].block_until_ready()
     dt = (time.perf_counter() - t0) / args.steps
     mem = jax.devices()[0].memory_stats() or {}
     peak = mem.get("peak_bytes_in_use")
@@ -109,7 +97,7 @@ def main() -> None:
     print(
         f"{config.model_type} batch {b} encoder {dtype.name} on {jax.device_count()} x {jax.devices()[0].platform}: "
         f"first step (compile + run) {compile_s:.1f} s, {dt:.2f} s/step, {b / dt:.2f} images/s, "
-        f"peak {peak_text}, loss {float(loss):.4f}"
+        f"peak {peak_text}, loss {float(out['loss']):.4f}"
     )
 
 

@@ -98,6 +98,28 @@ def box_prompts(boxes: jax.Array, mask_size: int) -> Prompts:
 # ------------------------------------------------------------------------------------------------------------------
 
 
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule, dtype: Any):
+    """The pure train step over (trainable, batch_stats, opt_state, frozen) states; jit it with donation."""
+
+    def train_step(trainable, batch_stats, opt_state, frozen, batch, step, nan_step):
+        def loss_fn(trainable, batch_stats, frozen):
+            # copy=True: fresh Variables created at the grad trace level, where BatchNorm may update them.
+            model = nnx.merge(graphdef, trainable, batch_stats, frozen, copy=True)
+            loss, terms = loss_and_terms(model, batch, dtype)
+            # BatchNorm in train mode updated its running statistics during the forward pass.
+            return loss, (terms, nnx.state(model, nnx.BatchStat))
+
+        (loss, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, batch_stats, frozen)
+        # Debug hook (config.debug_nan_step) as a runtime argument: the compiled program is the same without it.
+        loss = jnp.where(step + 1 == nan_step, jnp.nan, loss)
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        scalars = {"loss": loss, **terms, "lr": schedule(step), "grad_norm": optax.tree.norm(grads)}
+        return trainable, new_stats, opt_state, scalars
+
+    return train_step
+
+
 def prepare_data(config: mlc.ConfigDict, workdir: Path) -> str:
     """config.data_dir, or synthetic VNS-SEG generated once into WORKDIR/data (by process 0)."""
     if config.data_dir:
@@ -239,21 +261,7 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     # --- The jitted steps ---------------------------------------------------------------------------------------
     graphdef, eval_graphdef = split.train_graphdef, split.eval_graphdef
 
-    def train_step(trainable, batch_stats, opt_state, frozen, batch, step, nan_step):
-        def loss_fn(trainable, batch_stats, frozen):
-            # copy=True: fresh Variables created at the grad trace level, where BatchNorm may update them.
-            model = nnx.merge(graphdef, trainable, batch_stats, frozen, copy=True)
-            loss, terms = loss_and_terms(model, batch, encoder_dtype)
-            # BatchNorm in train mode updated its running statistics during the forward pass.
-            return loss, (terms, nnx.state(model, nnx.BatchStat))
-
-        (loss, (terms, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, batch_stats, frozen)
-        # Debug hook (config.debug_nan_step) as a runtime argument: the compiled program is the same without it.
-        loss = jnp.where(step + 1 == nan_step, jnp.nan, loss)
-        updates, opt_state = tx.update(grads, opt_state, trainable)
-        trainable = optax.apply_updates(trainable, updates)
-        scalars = {"loss": loss, **terms, "lr": schedule(step), "grad_norm": optax.tree.norm(grads)}
-        return trainable, new_stats, opt_state, scalars
+    train_step = make_train_step(graphdef, tx, schedule, encoder_dtype)
 
     # Shardings of inputs come from the committed arguments; outputs are pinned so the donated buffers are reused.
     p_train_step = jax.jit(
