@@ -151,6 +151,32 @@ class ConvTranspose2x2(nnx.Module):
         return y + self.bias[...].astype(x.dtype)
 
 
+def upscale_x4(in_dim: int, mid_dim: int, out_dim: int, *, final_gelu: bool, rngs: nnx.Rngs) -> nnx.Sequential:
+    """ConvTranspose x2, LayerNorm2d, GELU, ConvTranspose x2 [, GELU].
+
+    SAM's output_upscaling and its HQ-SAM / VNS-SAM siblings (compress_vit_feat, embedding_encoder,
+    embedding_edgefeature); PyTorch Sequential indices 0, 1, (2), 3, (4) are kept.
+    """
+    layers = [
+        ConvTranspose2x2(in_dim, mid_dim, rngs=rngs),
+        LayerNorm2d(mid_dim, rngs=rngs),
+        gelu,
+        ConvTranspose2x2(mid_dim, out_dim, rngs=rngs),
+    ]
+    return nnx.Sequential(*layers, *([gelu] if final_gelu else []))
+
+
+def mask_feature_convs(dim: int, *, final_gelu: bool, rngs: nnx.Rngs) -> nnx.Sequential:
+    """HQ-SAM / VNS-SAM embedding_maskfeature: Conv 3x3 dim->2dim, LayerNorm2d, GELU, Conv 3x3 2dim->dim [, GELU]."""
+    layers = [
+        torch_conv(dim, 2 * dim, 3, padding=1, rngs=rngs),
+        LayerNorm2d(2 * dim, rngs=rngs),
+        gelu,
+        torch_conv(2 * dim, dim, 3, padding=1, rngs=rngs),
+    ]
+    return nnx.Sequential(*layers, *([gelu] if final_gelu else []))
+
+
 class MLPBlock(nnx.Module):
     """segment_anything.modeling.common.MLPBlock: lin1, act, lin2."""
 

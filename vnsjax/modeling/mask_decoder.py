@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vnsjax.modeling.common import MLP, ConvTranspose2x2, LayerNorm2d, embed, gelu
+from vnsjax.modeling.common import MLP, embed, upscale_x4
 from vnsjax.modeling.transformer import TransformerOutput, TwoWayTransformer
 
 
@@ -32,12 +32,8 @@ class MaskDecoder(nnx.Module):
         self.iou_token = embed(1, transformer_dim, rngs=rngs)
         self.num_mask_tokens = num_multimask_outputs + 1
         self.mask_tokens = embed(self.num_mask_tokens, transformer_dim, rngs=rngs)
-        self.output_upscaling = nnx.Sequential(
-            ConvTranspose2x2(transformer_dim, transformer_dim // 4, rngs=rngs),
-            LayerNorm2d(transformer_dim // 4, rngs=rngs),
-            gelu,
-            ConvTranspose2x2(transformer_dim // 4, transformer_dim // 8, rngs=rngs),
-            gelu,
+        self.output_upscaling = upscale_x4(
+            transformer_dim, transformer_dim // 4, transformer_dim // 8, final_gelu=True, rngs=rngs
         )
         self.output_hypernetworks_mlps = nnx.List(
             [

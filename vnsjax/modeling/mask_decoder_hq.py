@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vnsjax.modeling.common import MLP, ConvTranspose2x2, LayerNorm2d, embed, gelu, torch_conv
+from vnsjax.modeling.common import MLP, embed, mask_feature_convs, upscale_x4
 from vnsjax.modeling.mask_decoder import MaskDecoder
 
 
@@ -90,24 +90,9 @@ class MaskDecoderHQ(MaskDecoder):
         d = transformer_dim
         self.hf_token = embed(1, d, rngs=rngs)
         self.hf_mlp = MLP(d, d, d // 8, 3, rngs=rngs)
-        self.compress_vit_feat = nnx.Sequential(
-            ConvTranspose2x2(vit_dim, d, rngs=rngs),
-            LayerNorm2d(d, rngs=rngs),
-            gelu,
-            ConvTranspose2x2(d, d // 8, rngs=rngs),
-        )
-        self.embedding_encoder = nnx.Sequential(
-            ConvTranspose2x2(d, d // 4, rngs=rngs),
-            LayerNorm2d(d // 4, rngs=rngs),
-            gelu,
-            ConvTranspose2x2(d // 4, d // 8, rngs=rngs),
-        )
-        self.embedding_maskfeature = nnx.Sequential(
-            torch_conv(d // 8, d // 4, 3, padding=1, rngs=rngs),
-            LayerNorm2d(d // 4, rngs=rngs),
-            gelu,
-            torch_conv(d // 4, d // 8, 3, padding=1, rngs=rngs),
-        )
+        self.compress_vit_feat = upscale_x4(vit_dim, d, d // 8, final_gelu=False, rngs=rngs)
+        self.embedding_encoder = upscale_x4(d, d // 4, d // 8, final_gelu=False, rngs=rngs)
+        self.embedding_maskfeature = mask_feature_convs(d // 8, final_gelu=False, rngs=rngs)
 
     def hq_features(self, image_embeddings: jax.Array, interm_embeddings: Sequence[jax.Array]) -> jax.Array:
         """Prompt-independent HQ feature (1 or B, 4h, 4w, C/8); a predictor can cache it per image."""

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vnsjax.modeling.common import MLP, ConvTranspose2x2, LayerNorm2d, embed, gelu, resize_bilinear, torch_conv
+from vnsjax.modeling.common import MLP, embed, gelu, mask_feature_convs, resize_bilinear, torch_conv, upscale_x4
 from vnsjax.modeling.mask_decoder import MaskDecoder
 from vnsjax.modeling.mask_decoder_hq import decoder_param_filter, select_sam_mask, token_mask
 from vnsjax.modeling.nsfm import TFD
@@ -103,20 +103,8 @@ class VnsDecoder(MaskDecoder):
         self.hf_mlp = MLP(d, d, d // 8, 3, rngs=rngs)
         self.edge_mlp = MLP(d, d, d // 8, 3, rngs=rngs)
         self.neck = TFD((vit_dim,) * 4, rngs=rngs)
-        self.embedding_maskfeature = nnx.Sequential(
-            torch_conv(d // 8, d // 4, 3, padding=1, rngs=rngs),
-            LayerNorm2d(d // 4, rngs=rngs),
-            gelu,
-            torch_conv(d // 4, d // 8, 3, padding=1, rngs=rngs),
-            gelu,
-        )
-        self.embedding_edgefeature = nnx.Sequential(
-            ConvTranspose2x2(d, d // 4, rngs=rngs),
-            LayerNorm2d(d // 4, rngs=rngs),
-            gelu,
-            ConvTranspose2x2(d // 4, d // 8, rngs=rngs),
-            gelu,
-        )
+        self.embedding_maskfeature = mask_feature_convs(d // 8, final_gelu=True, rngs=rngs)
+        self.embedding_edgefeature = upscale_x4(d, d // 4, d // 8, final_gelu=True, rngs=rngs)
         self.dense_pred_head = nnx.Sequential(
             torch_conv(d, d, 3, padding=1, rngs=rngs),
             gelu,
