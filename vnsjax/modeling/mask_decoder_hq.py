@@ -70,24 +70,10 @@ def select_sam_mask(masks: jax.Array, iou_pred: jax.Array, multimask_output: boo
 
 
 class MaskDecoderHQ(MaskDecoder):
-    def __init__(
-        self,
-        *,
-        transformer_dim: int = 256,
-        vit_dim: int = 1024,
-        num_multimask_outputs: int = 3,
-        iou_head_depth: int = 3,
-        iou_head_hidden_dim: int = 256,
-        rngs: nnx.Rngs,
-    ):
-        super().__init__(
-            transformer_dim=transformer_dim,
-            num_multimask_outputs=num_multimask_outputs,
-            iou_head_depth=iou_head_depth,
-            iou_head_hidden_dim=iou_head_hidden_dim,
-            rngs=rngs,
-        )
-        d = transformer_dim
+    def __init__(self, *, vit_dim: int = 1024, rngs: nnx.Rngs, **decoder_kwargs):
+        """vit_dim: width of the encoder's global-block outputs; decoder_kwargs go to MaskDecoder."""
+        super().__init__(rngs=rngs, **decoder_kwargs)
+        d = self.transformer_dim
         self.hf_token = embed(1, d, rngs=rngs)
         self.hf_mlp = MLP(d, d, d // 8, 3, rngs=rngs)
         self.compress_vit_feat = upscale_x4(vit_dim, d, d // 8, final_gelu=False, rngs=rngs)

@@ -80,25 +80,10 @@ def results_fusion(out: VnsOutput) -> jax.Array:
 
 
 class VnsDecoder(MaskDecoder):
-    def __init__(
-        self,
-        *,
-        transformer_dim: int = 256,
-        vit_dim: int = 1024,
-        num_multimask_outputs: int = 3,
-        iou_head_depth: int = 3,
-        iou_head_hidden_dim: int = 256,
-        rngs: nnx.Rngs,
-    ):
-        super().__init__(
-            transformer_dim=transformer_dim,
-            num_multimask_outputs=num_multimask_outputs,
-            iou_head_depth=iou_head_depth,
-            iou_head_hidden_dim=iou_head_hidden_dim,
-            multi_stage=True,
-            rngs=rngs,
-        )
-        d = transformer_dim
+    def __init__(self, *, vit_dim: int = 1024, rngs: nnx.Rngs, **decoder_kwargs):
+        """vit_dim: width of the encoder's global-block outputs; decoder_kwargs go to MaskDecoder."""
+        super().__init__(multi_stage=True, rngs=rngs, **decoder_kwargs)
+        d = self.transformer_dim
         self.hf_token = embed(2, d, rngs=rngs)  # row 0: mask/edge token, row 1: never read (see module doc)
         self.hf_mlp = MLP(d, d, d // 8, 3, rngs=rngs)
         self.edge_mlp = MLP(d, d, d // 8, 3, rngs=rngs)
