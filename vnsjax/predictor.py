@@ -130,14 +130,18 @@ class SamPredictor:
         low_res, iou, extra = self._run_decoder(
             point_coords, point_labels, boxes, mask_input, multimask_output=multimask_output
         )
-        del extra
-        return self._finish(low_res, iou, return_logits)
-
-    def _finish(self, low_res: jax.Array, iou: jax.Array, return_logits: bool):
+        low_res = self._select(low_res, extra)
         masks = self._postprocess(self._state, low_res, input_size=self.input_size, original_size=self.original_size)
         if not return_logits:
-            masks = masks > self.model.mask_threshold
+            masks = self._binarize(masks)
         return np.asarray(masks), np.asarray(iou), np.asarray(low_res)
+
+    def _select(self, low_res: jax.Array, extra) -> jax.Array:
+        """Which low-res logits the predictor returns (VnsPredictor picks among the VNS outputs)."""
+        return low_res
+
+    def _binarize(self, masks: jax.Array) -> jax.Array:
+        return masks > self.model.mask_threshold
 
     def decoder_options(self) -> tuple:
         """Static (name, value) options passed to `inference.decode` (HQ-SAM: hq_token_only)."""

@@ -8,7 +8,6 @@ evaluated on; `output=` picks SAM's mask (from the VNS decoder), the edge map, o
 from __future__ import annotations
 
 import jax
-import numpy as np
 
 from vnsjax.modeling.sam import Sam
 from vnsjax.modeling.vns_decoder import VnsOutput, results_fusion
@@ -18,6 +17,12 @@ OUTPUTS = ("fused", "sam", "edge", "vns", "results_fusion")
 
 
 class VnsPredictor(SamPredictor):
+    """One mask per prompt: predict_batch returns masks (B, 1, H, W), scores (B, 1), low-res logits (B, 1, h, w).
+
+    The score is SAM's IoU prediction for its own token (VNS-SAM has no score for its masks);
+    multimask_output only changes which SAM mask `output="sam"` returns (best of 3 by IoU) and its score.
+    """
+
     VARIANTS = ("vns",)
 
     def __init__(self, sam_model: Sam, *, output: str = "fused"):
@@ -27,31 +32,13 @@ class VnsPredictor(SamPredictor):
         sam_model.eval()  # NSFM BatchNorm uses running statistics at inference
         super().__init__(sam_model)
 
-    def predict_batch(
-        self,
-        point_coords: np.ndarray | None = None,
-        point_labels: np.ndarray | None = None,
-        boxes: np.ndarray | None = None,
-        mask_input: np.ndarray | None = None,
-        multimask_output: bool = False,
-        return_logits: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """B prompts -> masks (B, 1, H, W), scores (B, 1), low-res logits (B, 1, 256, 256) of `self.output`.
+    def _select(self, low_res: jax.Array, out: VnsOutput) -> jax.Array:
+        return self.select(out)
 
-        The score is SAM's IoU prediction for its own token (VNS-SAM has no score for its masks).
-        multimask_output only changes which SAM mask `output="sam"` returns (best of 3 by IoU).
-        """
-        _, iou, out = self._run_decoder(
-            point_coords, point_labels, boxes, mask_input, multimask_output=multimask_output
-        )
-        low_res = self.select(out)
-        masks, iou, low_res = self._finish(low_res, iou, return_logits)
-        if self.output == "edge" and not return_logits:
-            masks = self._postprocess(
-                self._state, low_res, input_size=self.input_size, original_size=self.original_size
-            )
-            masks = np.asarray(jax.nn.sigmoid(masks))  # an edge probability map, not a binary mask
-        return masks, iou, low_res
+    def _binarize(self, masks: jax.Array) -> jax.Array:
+        if self.output == "edge":
+            return jax.nn.sigmoid(masks)  # an edge probability map, not a binary mask
+        return super()._binarize(masks)
 
     def select(self, out: VnsOutput) -> jax.Array:
         return {
