@@ -48,3 +48,22 @@ def released_recipe(model_type: str) -> mlc.ConfigDict:
     c.debug_nan_step = -1
     c.debug_kill_after_step = -1
     return c
+
+
+def check_arg(arg: str | None, allowed: tuple[str, ...] = ("smoke",)) -> None:
+    """`--config FILE:ARG` takes only the variants a config defines; anything else is a typo, not a default."""
+    if arg and arg not in allowed:
+        raise ValueError(f"unknown config variant {arg!r}; expected one of {allowed} (or none)")
+
+
+def backbone_config(model_type: str, arg: str | None) -> mlc.ConfigDict:
+    """configs/vit_{b,l,h}.py: the released recipe, or with `:smoke` two steps on tiny synthetic data."""
+    check_arg(arg)
+    c = released_recipe(model_type)
+    if arg == "smoke":
+        c.synthetic_images = 2
+        c.batch_size = 1
+        c.num_train_steps = 2
+        c.num_workers = 0
+        c.eval_num_images = 1
+    return c

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import ml_collections as mlc
 
-from configs.common import released_recipe
+from configs.common import check_arg, released_recipe
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
+    check_arg(arg)
     c = released_recipe("tiny")
     c.seed = 0
     c.synthetic_images = 16  # per subset: 80 training images over the five training sources

@@ -11,15 +11,8 @@ from __future__ import annotations
 
 import ml_collections as mlc
 
-from configs.common import released_recipe
+from configs.common import backbone_config
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-    c = released_recipe("vit_h")
-    if arg == "smoke":
-        c.synthetic_images = 2
-        c.batch_size = 1
-        c.num_train_steps = 2
-        c.num_workers = 0
-        c.eval_num_images = 1
-    return c
+    return backbone_config("vit_h", arg)
