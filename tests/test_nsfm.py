@@ -16,6 +16,7 @@ from vnsjax.modeling.nsfm import TFD, pixel_shuffle
 torch = pytest.importorskip("torch")
 
 from tests.torch_ref import vns_neck  # noqa: E402
+from tests.torch_ref.sam import randomize_  # noqa: E402
 
 VIT_WIDTH = {"vit_b": 768, "vit_l": 1024, "vit_h": 1280}
 NSFM_PARAMS = {768: 765_640, 1024: 863_944, 1280: 962_248}  # vns-sam.md section 3.6
@@ -74,25 +75,6 @@ def test_pixel_shuffle_matches_torch():
     np.testing.assert_array_equal(np.asarray(pixel_shuffle(x)), ref)
 
 
-def _randomize_(module: torch.nn.Module, seed: int) -> None:
-    """Every parameter and BN buffer non-trivial, scaled so activations stay O(1) through the ReLUs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if p.ndim >= 2:  # conv kernels (Conv1d of CA included)
-                p.copy_(noise * (2.0 / p[0].numel()) ** 0.5)
-            elif name.endswith("weight"):  # BN / LayerNorm scale
-                p.copy_(1.0 + 0.2 * noise)
-            else:
-                p.copy_(0.2 * noise)
-        for name, b in module.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.2 * torch.randn(b.shape, generator=g))
-            elif name.endswith("running_var"):
-                b.copy_(0.5 + 1.5 * torch.rand(b.shape, generator=g))
-
-
 @nnx.jit
 def _forward(model: TFD, features):
     return model(features)
@@ -106,7 +88,7 @@ def _max_diff(a, b) -> float:
 def test_parity_with_torch(width):
     """M and G at float32 in eval mode (running stats) and train mode (batch stats); BN running-stat update."""
     ref = vns_neck.TFD(in_channels=[width] * 4)
-    _randomize_(ref, seed=width)
+    randomize_(ref, seed=width)
     model = TFD((width,) * 4, rngs=nnx.Rngs(0))
     load_state_dict(model, {k: v.numpy() for k, v in ref.state_dict().items()}, strict=True)
 
