@@ -47,14 +47,22 @@ def normalize(model: Sam, images: jax.Array, hw: jax.Array | None = None) -> jax
     return jnp.where((rows & cols)[..., None], x, 0.0)
 
 
-def image_features(model: Sam, images: jax.Array, hw: jax.Array | None = None, *, dtype=None) -> Features:
-    """Encoder (+ NSFM for VNS-SAM) on a batch of images. `dtype` (e.g. bf16) casts the encoder's compute."""
+def image_features(
+    model: Sam, images: jax.Array, hw: jax.Array | None = None, *, dtype=None, frozen_encoder: bool = False
+) -> Features:
+    """Encoder (+ NSFM for VNS-SAM) on a batch of images. `dtype` (e.g. bf16) casts the encoder's compute.
+
+    frozen_encoder=True stops gradients at the encoder outputs (training the VNS modules on a frozen SAM);
+    the NSFM neck after it stays differentiable.
+    """
     x = normalize(model, images, hw)
     if dtype is not None:
         x = x.astype(dtype)
     embedding, interm = model.embed_image(x)
     embedding = embedding.astype(jnp.float32)
     interm = [t.astype(jnp.float32) for t in interm]
+    if frozen_encoder:
+        embedding, interm = jax.lax.stop_gradient((embedding, interm))
     neck = model.mask_decoder.neck_features(interm) if model.variant == "vns" else None
     return Features(embedding, interm, neck)
 

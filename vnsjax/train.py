@@ -38,23 +38,14 @@ from vnsjax import metrics as seg_metrics
 from vnsjax import train_state as ts
 from vnsjax.checkpoint import save_model
 from vnsjax.ckpt import TrainCheckpoints
-from vnsjax.inference import Features, Prompts, embed_prompts, normalize, training_prompts
+from vnsjax.inference import Features, Prompts, bucket, embed_prompts, image_features, pack_prompts, training_prompts
 from vnsjax.losses import vns_total_loss
-from vnsjax.modeling.prompt_encoder import PAD_LABEL
 from vnsjax.modeling.sam import Sam
 from vnsjax.modeling.vns_decoder import VnsOutput
 
 # ------------------------------------------------------------------------------------------------------------------
 # Model computations (pure functions of a merged model; jitted by the loop)
 # ------------------------------------------------------------------------------------------------------------------
-
-
-def encode(model: Sam, images: jax.Array, dtype: Any = jnp.float32) -> Features:
-    """Frozen encoder (optionally bf16) under stop_gradient, then the trainable NSFM neck in float32."""
-    x = normalize(model, images).astype(dtype)
-    embedding, interm = model.embed_image(x)
-    embedding, interm = jax.lax.stop_gradient((embedding.astype(jnp.float32), [t.astype(jnp.float32) for t in interm]))
-    return Features(embedding, interm, model.mask_decoder.neck_features(interm))
 
 
 def vns_forward(model: Sam, features: Features, p: Prompts) -> VnsOutput:
@@ -74,28 +65,11 @@ def vns_forward(model: Sam, features: Features, p: Prompts) -> VnsOutput:
 
 def loss_and_terms(model: Sam, batch: dict[str, jax.Array], dtype: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
     e = model.config.image_embedding_size
-    out = vns_forward(model, encode(model, batch["image"], dtype), training_prompts(batch, (4 * e, 4 * e)))
+    features = image_features(model, batch["image"], dtype=dtype, frozen_encoder=True)
+    out = vns_forward(model, features, training_prompts(batch, (4 * e, 4 * e)))
     return vns_total_loss(
         out.edge[:, 0], out.interm_mask[:, 0], out.interm_edge[:, 0], out.fused_mask[:, 0], batch["mask"], batch["edge"]
     )
-
-
-def box_prompts(boxes: jax.Array, mask_size: int) -> Prompts:
-    """Box-only prompts, as `inference.pack_prompts(boxes=...)` builds them (one padding point slot)."""
-    b = boxes.shape[0]
-    return Prompts(
-        jnp.zeros((b, 1, 2), jnp.float32),
-        jnp.full((b, 1), PAD_LABEL, jnp.int32),
-        boxes,
-        jnp.ones((b,), bool),
-        jnp.zeros((b, mask_size, mask_size), jnp.float32),
-        jnp.zeros((b,), bool),
-    )
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Data
-# ------------------------------------------------------------------------------------------------------------------
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule, dtype: Any):
@@ -118,6 +92,11 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, sc
         return trainable, new_stats, opt_state, scalars
 
     return train_step
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------------------------------
 
 
 def prepare_data(config: mlc.ConfigDict, workdir: Path) -> str:
@@ -269,9 +248,10 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     )
 
     @jax.jit
-    def eval_step(trainable, batch_stats, frozen, images, boxes):
+    def eval_step(trainable, batch_stats, frozen, images, prompts):
         model = nnx.merge(eval_graphdef, trainable, batch_stats, frozen)
-        return vns_forward(model, encode(model, images, encoder_dtype), box_prompts(boxes, 4 * embed)).fused_mask[:, 0]
+        features = image_features(model, images, dtype=encoder_dtype, frozen_encoder=True)
+        return vns_forward(model, features, prompts).fused_mask[:, 0]
 
     eval_set = []
     if config.eval_num_images:
@@ -279,13 +259,14 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
 
     def evaluate() -> dict[str, float]:
         """Box prompt, fused mask bilinearly upsampled to the original size; mean IoU and boundary IoU."""
-        ious, bious, chunk = [], [], max(config.batch_size, 1)
+        ious, bious, chunk = [], [], bucket(max(config.batch_size, 1))  # pack_prompts pads to a power of two
         for i in range(0, len(eval_set), chunk):
             items = eval_set[i : i + chunk]
             pad = items + [items[-1]] * (chunk - len(items))  # static shapes: one compile
             images = ts.put(np.stack([x["image"] for x in pad]), replicated)
-            boxes = ts.put(np.stack([x["box"] for x in pad]), replicated)
-            logits = ts.to_host(eval_step(trainable, batch_stats, frozen, images, boxes))
+            prompts, _ = pack_prompts(boxes=np.stack([x["box"] for x in pad]), mask_size=(4 * embed, 4 * embed))
+            prompts = ts.put(prompts, jax.tree.map(lambda _: replicated, prompts))
+            logits = ts.to_host(eval_step(trainable, batch_stats, frozen, images, prompts))
             for item, lg in zip(items, logits, strict=False):
                 full = transforms.resize_bilinear(lg, item["mask"].shape)
                 ious.append(seg_metrics.iou(full, item["mask"]))
