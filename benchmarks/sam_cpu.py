@@ -22,7 +22,8 @@ import torch
 from convert_weights.mapping import load_state_dict
 from tests.torch_ref.sam import build_torch_sam, torch_state_dict
 from vnsjax import MODEL_CONFIGS, build_sam
-from vnsjax.inference import decode, image_features, pack_prompts
+from vnsjax.modeling.sam import decode, image_features
+from vnsjax.predictors.prompts import pack_prompts
 
 
 def timeit(fn, repeats: int) -> tuple[float, float]:

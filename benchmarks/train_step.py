@@ -28,9 +28,9 @@ from jax.sharding import PartitionSpec as P
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from data_pipeline import prompts as data_prompts  # noqa: E402
-from vnsjax import train_state as ts  # noqa: E402
 from vnsjax.build_sam import MODEL_CONFIGS  # noqa: E402
 from vnsjax.train import make_train_step  # noqa: E402
+from vnsjax.training import state as ts  # noqa: E402
 
 
 def load_config(path: str):

@@ -21,7 +21,8 @@ from benchmarks.sam_cpu import timeit
 from tests.torch_ref.sam import build_torch_sam, randomize_
 from tests.torch_ref.vns_decoder import VnsSamDecoder
 from vnsjax import MODEL_CONFIGS, build_sam
-from vnsjax.inference import Features, decode, pack_prompts
+from vnsjax.modeling.sam import Features, decode
+from vnsjax.predictors.prompts import pack_prompts
 
 
 def _time_vnsjax(variant, emb, interm, rng, repeats, rows=None) -> dict[int, float]:

@@ -13,7 +13,7 @@ from flax import nnx
 
 from convert_weights.mapping import MappingError, load_state_dict
 from vnsjax.build_sam import MODEL_CONFIGS, ModelConfig, build_sam
-from vnsjax.checkpoint import save_model
+from vnsjax.model_dir import save_model
 from vnsjax.modeling.sam import Sam
 
 log = logging.getLogger("convert_weights")

@@ -55,7 +55,7 @@ def _flatten_features(features, variant: str) -> tuple[jax.Array, ...]:
 
 
 def _unflatten_features(flat: tuple[jax.Array, ...], variant: str):
-    from vnsjax.inference import Features
+    from vnsjax.modeling.sam import Features
 
     if variant == "sam":
         return Features(flat[0], [])
@@ -65,7 +65,7 @@ def _unflatten_features(flat: tuple[jax.Array, ...], variant: str):
 
 def export_model(model, *, platforms: tuple[str, ...] = DEFAULT_PLATFORMS, hq_token_only: bool = False) -> bytes:
     """Exports `model` (any variant) and returns the bundle's bytes."""
-    from vnsjax.inference import Prompts, decode, image_features
+    from vnsjax.modeling.sam import Prompts, decode, image_features
 
     variant = model.variant
     if variant == "vns":
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--platforms", default=",".join(DEFAULT_PLATFORMS), help="comma-separated lowering targets")
     p.add_argument("--hq-token-only", action="store_true", help="HQ-SAM: return the HQ mask only")
     args = p.parse_args(argv)
-    from vnsjax.checkpoint import load_model
+    from vnsjax.model_dir import load_model
 
     try:
         model = load_model(args.checkpoint)

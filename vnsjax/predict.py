@@ -155,10 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
-    from vnsjax.automatic_mask_generator import SamAutomaticMaskGenerator
-    from vnsjax.checkpoint import load_model
-    from vnsjax.predictor import SamPredictor
-    from vnsjax.vns_predictor import VnsPredictor
+    from vnsjax.model_dir import load_model
+    from vnsjax.predictors.automatic_mask_generator import SamAutomaticMaskGenerator
+    from vnsjax.predictors.sam_predictor import SamPredictor
+    from vnsjax.predictors.vns_predictor import VnsPredictor
 
     inp = Path(args.input)
     if not inp.exists():

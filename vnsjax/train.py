@@ -34,14 +34,15 @@ from jax.sharding import PartitionSpec as P
 
 from data_pipeline import pipeline, transforms, vns_seg
 from data_pipeline import prompts as data_prompts
-from vnsjax import metrics as seg_metrics
-from vnsjax import train_state as ts
-from vnsjax.checkpoint import save_model
-from vnsjax.ckpt import TrainCheckpoints
-from vnsjax.inference import Features, Prompts, bucket, embed_prompts, image_features, pack_prompts, training_prompts
-from vnsjax.losses import vns_total_loss
-from vnsjax.modeling.sam import Sam
+from vnsjax.evaluation import metrics as seg_metrics
+from vnsjax.model_dir import save_model
+from vnsjax.modeling.sam import Features, Prompts, Sam, embed_prompts, image_features
 from vnsjax.modeling.vns_decoder import VnsOutput
+from vnsjax.predictors.prompts import bucket, pack_prompts
+from vnsjax.training import state as ts
+from vnsjax.training.checkpoints import TrainCheckpoints
+from vnsjax.training.losses import vns_total_loss
+from vnsjax.training.step import training_prompts
 
 # ------------------------------------------------------------------------------------------------------------------
 # Model computations (pure functions of a merged model; jitted by the loop)

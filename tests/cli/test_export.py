@@ -1,0 +1,57 @@
+"""`vnsjax.export`: the serialised encoder + decoder agree with the live model (1 and 3 prompts, SAM and VNS)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vnsjax.build_sam import build_sam
+from vnsjax.export import _flatten_features, load_exported, main
+from vnsjax.model_dir import save_model
+from vnsjax.modeling.sam import decode, image_features
+from vnsjax.predictors.prompts import pack_prompts
+
+TOL = 1e-5
+
+
+@pytest.mark.parametrize("variant", ["sam", "vns"])
+def test_exported_matches_live(variant, tmp_path):
+    model = build_sam("tiny", variant, seed=3)
+    model.eval()
+    ckpt = save_model(model, tmp_path / "ckpt")
+    bundle = tmp_path / "model.vnsjax"
+    # cpu only keeps the test fast; the CLI default also lowers for cuda and tpu.
+    assert main(["--checkpoint", str(ckpt), "--out", str(bundle), "--platforms", "cpu"]) == 0
+    exported = load_exported(bundle)
+    assert exported.meta["variant"] == variant and exported.img_size == 256
+    assert exported.meta["mask_size"] == [64, 64]
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((1, 256, 256, 3), np.float32)
+    image[0, :192] = rng.uniform(0, 255, (192, 256, 3))
+    hw = np.array([[192, 256]], np.int32)
+    feats = exported.encode(image, hw[0])
+    live = image_features(model, jnp.asarray(image), jnp.asarray(hw))
+    live_flat = _flatten_features(live, variant)
+    assert len(feats) == len(live_flat) == len(exported.meta["features"])
+    for a, b in zip(feats, live_flat, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=TOL, rtol=TOL)
+
+    for b, n_points in ((1, 2), (3, 5)):  # b and n are symbolic: one blob, several shapes
+        prompts, _ = pack_prompts(
+            point_coords=rng.uniform(0, 190, (b, n_points, 2)),
+            point_labels=rng.integers(0, 2, (b, n_points)),
+            boxes=np.sort(rng.uniform(0, 190, (b, 2, 2)), axis=1).reshape(b, 4),
+            mask_input=rng.normal(size=(b, 1, 64, 64)),
+            mask_size=(64, 64),
+        )
+        prompts = jax.tree.map(lambda x, b=b: x[:b], prompts)  # drop pack_prompts' bucket padding
+        for multimask in (True, False):
+            masks, scores = exported.decode(feats, *prompts, multimask_output=multimask)
+            want_masks, want_scores, _ = decode(model, live, prompts, multimask_output=multimask)
+            c = 3 if multimask and variant == "sam" else 1
+            assert masks.shape == (b, c, 64, 64) and scores.shape[0] == b
+            np.testing.assert_allclose(np.asarray(masks), np.asarray(want_masks), atol=TOL, rtol=TOL)
+            np.testing.assert_allclose(np.asarray(scores), np.asarray(want_scores), atol=TOL, rtol=TOL)
