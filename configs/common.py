@@ -1,4 +1,4 @@
-"""The released VNS-SAM training recipe (vns-sam.md section 4) as an ml_collections.ConfigDict.
+"""The released VNS-SAM training recipe (docs/released-code.md#training) as an ml_collections.ConfigDict.
 
 Shared by configs/vit_{b,l,h}.py and configs/demo.py; each file only sets what differs.
 """

@@ -1,4 +1,4 @@
-"""VNS-SAM training: frozen SAM base, METI + NSFM trained with the released recipe (vns-sam.md section 4).
+"""VNS-SAM training: frozen SAM base, METI + NSFM trained with the released recipe (docs/released-code.md#training).
 
   python -m vnsjax.train --config configs/demo.py --workdir workdir/demo
   python -m vnsjax.train --config configs/vit_l.py --workdir workdir/vit_l \

@@ -19,7 +19,7 @@ from tests.torch_ref import vns_neck  # noqa: E402
 from tests.torch_ref.sam import randomize_  # noqa: E402
 
 VIT_WIDTH = {"vit_b": 768, "vit_l": 1024, "vit_h": 1280}
-NSFM_PARAMS = {768: 765_640, 1024: 863_944, 1280: 962_248}  # vns-sam.md section 3.6
+NSFM_PARAMS = {768: 765_640, 1024: 863_944, 1280: 962_248}  # docs/released-code.md#trainable
 
 
 TSV = Path(__file__).parents[1] / "fixtures" / "state-dict-keys.tsv"

@@ -1,4 +1,4 @@
-"""Parameter counts of SAM / HQ-SAM / VNS-SAM at ViT-B/L/H (vns-sam.md sections 1.1, 2, 3.6), shapes only.
+"""Parameter counts of SAM / HQ-SAM / VNS-SAM at ViT-B/L/H, shapes only (docs/released-code.md#trainable).
 
 One abstract VNS-SAM build per backbone covers SAM too: VNS-SAM = SAM (frozen, decoder included) + its trainable set.
 """

@@ -1,8 +1,8 @@
 """PyTorch reference of VNS-SAM's released decoder (`VNS_SAM_Decoder`, VNS-Train/models/vns_sam.py) for parity tests.
 
 Built on the official segment_anything modules (MaskDecoder, TwoWayTransformer, Attention, MLP, LayerNorm2d) and
-on tests/torch_ref/vns_neck.py; re-implemented from the released behaviour (vns-sam.md section 3.3), not copied.
-Attribute names and shapes equal the released checkpoint keys (state-dict-keys.tsv rows vns_decoder_vit_*).
+on tests/torch_ref/vns_neck.py; re-implemented from the released behaviour (docs/released-code.md#meti-tokens), not copied.
+Attribute names and shapes equal the released checkpoint keys (tests/fixtures/state-dict-keys.tsv, vns_decoder_vit_*).
 
 The forward mirrors the release, including its per-image Python loop, the token off-by-one, the double GELU and
 the batched `@` that only works for one prompt per image. The SAM weights are not loaded from a hard-coded path

@@ -1,6 +1,6 @@
 """PyTorch reference of VNS-SAM's NSFM neck (`TFD` in VNS-Train/models/neck.py), for parity tests.
 
-Re-implemented from the behaviour of the released code (docs: /work/shared/reference/vns-sam.md section 3.4).
+Re-implemented from the behaviour of the released code (docs/released-code.md#nsfm).
 Class names, attribute names and registration order follow the released module so that `state_dict()` keys
 equal the checkpoint keys under `neck.`. Only the configuration the released model uses is implemented:
 the `lf=True` branch (PONO, InstanceNorm, guided filter) is never instantiated there and is refused here.

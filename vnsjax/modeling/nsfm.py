@@ -3,7 +3,7 @@
 Input: the four global-attention-block outputs of the SAM ViT, (B, 64, 64, C) each, earliest first.
 Output: mask feature M (B, 256, 256, 32) and edge feature G (B, 64, 64, 256).
 
-Dataflow (vns-sam.md section 3.4): 1x1 conv + BN + ReLU reduces each level to 96 channels; a Haar DWT splits each
+Dataflow (docs/released-code.md#nsfm): 1x1 conv + BN + ReLU reduces each level to 96 channels; a Haar DWT splits each
 level and only LL and HH are kept; MFF fuses the four LL bands (and, separately, the four HH bands) deepest first
 with a 1x1 BasicConv and an attention residual block (RB, channel attention with global *max* pool, spatial
 attention); PixelShuffle(2) brings them back to 64x64, HH joins the shallowest level (-> edge branch) and LL the

@@ -2,7 +2,7 @@
 
 Channels-last. SAM's decoder (frozen in training) with a multi-stage transformer, two extra output tokens
 (hf_token rows 0 and 1), the NSFM neck and four new heads. Released quirks kept on purpose
-(vns-sam.md sections 3.3 and 3.8):
+(docs/released-code.md#meti-tokens, #meti-heads, #quirks):
 
 - Token off-by-one: the transformer sees [iou, mask tokens 0..3, hf_token 0, hf_token 1, prompts] but the
   code reads outputs 1..5 only. The "mask token" is hf_mlp(t4 + t5) = SAM's 4th mask token + hf_token row 0,

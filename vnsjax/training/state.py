@@ -75,7 +75,7 @@ def build_model(model_type: str, seed: int, sam_checkpoint: str = "") -> Sam:
 def split_model(model: Sam) -> Split:
     model.eval()
     eval_graphdef = nnx.split(model, TRAINABLE, nnx.BatchStat, ...)[0]
-    model.train()  # released training: NSFM BatchNorm uses batch statistics (vns-sam.md 3.8 item 7)
+    model.train()  # released training: NSFM BatchNorm uses batch statistics (docs/released-code.md#nsfm-batchnorm)
     graphdef, trainable, batch_stats, frozen = nnx.split(model, TRAINABLE, nnx.BatchStat, ...)
     return Split(graphdef, eval_graphdef, trainable, batch_stats, frozen)
 
