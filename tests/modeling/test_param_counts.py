@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 
+import jax
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -18,6 +20,8 @@ SAM_WHOLE = {"vit_b": 93_735_472, "vit_l": 312_342_832, "vit_h": 641_090_608}
 HQ_NEW = {"vit_b": 1_071_104, "vit_l": 1_333_248, "vit_h": 1_595_392}
 VNS_TRAINABLE = {"vit_b": 2_476_618, "vit_l": 2_574_922, "vit_h": 2_673_226}
 SAM_MASK_DECODER = 4_058_340
+# The paper's "Learnable Params (M)" for VNS-SAM (docs/released-code.md#param-units).
+PAPER_LEARNABLE = {"vit_b": 9.4, "vit_l": 9.8, "vit_h": 10.2}
 
 
 @functools.cache
@@ -33,6 +37,17 @@ def test_vns_trainable_and_sam_whole(model_type):
     assert count(nnx.state(model, nnx.Param)) - trainable == SAM_WHOLE[model_type]
     # The filter only selects under mask_decoder (the image encoder also has a `neck`).
     assert count(nnx.state(model.mask_decoder, trainable_filter("vns"))) == trainable
+
+
+@pytest.mark.parametrize("model_type", sorted(PAPER_LEARNABLE))
+def test_paper_learnable_params_are_mib_of_float32(model_type):
+    trainable = jax.tree.leaves(nnx.state(_vns_sam(model_type), trainable_filter("vns")))
+    assert {np.dtype(x.dtype) for x in trainable} == {np.dtype(np.float32)}
+    mib = sum(x.size * np.dtype(x.dtype).itemsize for x in trainable) / 2**20
+    assert round(mib, 1) == PAPER_LEARNABLE[model_type]
+    # Not millions of parameters: that reading is off by the float32 size, 4x.
+    millions = sum(x.size for x in trainable) / 1e6
+    assert round(millions, 1) != PAPER_LEARNABLE[model_type]
 
 
 @pytest.mark.parametrize("model_type", sorted(HQ_NEW))

@@ -1,7 +1,7 @@
 """PyTorch reference of VNS-SAM's released decoder (`VNS_SAM_Decoder`, VNS-Train/models/vns_sam.py) for parity tests.
 
 Built on the official segment_anything modules (MaskDecoder, TwoWayTransformer, Attention, MLP, LayerNorm2d) and
-on tests/torch_ref/vns_neck.py; re-implemented from the released behaviour (docs/released-code.md#meti-tokens), not copied.
+on vns_neck.py; re-implemented (not copied) from the released behaviour (docs/released-code.md#meti-tokens).
 Attribute names and shapes equal the released checkpoint keys (tests/fixtures/state-dict-keys.tsv, vns_decoder_vit_*).
 
 The forward mirrors the release, including its per-image Python loop, the token off-by-one, the double GELU and
