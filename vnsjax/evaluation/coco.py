@@ -424,9 +424,9 @@ def run_coco(
     """
     _, _, mask_utils = _coco_api()
     segmenters = {
-        name: m
-        if isinstance(m, BoxSegmenter)
-        else BoxSegmenter(m, batch_size=batch_size, hq_token_only=hq_token_only, results_fusion=results_fusion)
+        name: BoxSegmenter(m, batch_size=batch_size, hq_token_only=hq_token_only, results_fusion=results_fusion)
+        if isinstance(m, Sam)
+        else m
         for name, m in models.items()
     }
     if not segmenters:
