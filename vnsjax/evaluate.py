@@ -131,16 +131,16 @@ def coco_main(args: argparse.Namespace) -> int:
             raise coco.CocoInputError(f"--images {args.images} is not a directory")
         gt = coco.load_annotations(args.coco)
         detections = coco.detection_prompts(args.boxes, gt, args.box_score_thr) if args.boxes else None
-        split = coco.read_split(args.split, gt) if args.split else None
         if args.max_images is not None and args.max_images < 1:
             raise coco.CocoInputError(f"--max-images must be >= 1, got {args.max_images}")
+        image_ids = sorted(gt.getImgIds())[: args.max_images]
+        split = coco.read_split(args.split, gt, image_ids) if args.split else None
         models = {name: load_model(d) for name, d in zip(names, args.checkpoint, strict=True)}
     except (coco.CocoInputError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for name, m in models.items():
         print(f"{name}: {m.variant} {m.config.name} (input {m.config.img_size}x{m.config.img_size})", file=sys.stderr)
-    image_ids = sorted(gt.getImgIds())[: args.max_images]
     run = coco.run_coco(
         models,
         gt,

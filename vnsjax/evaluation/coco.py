@@ -206,8 +206,11 @@ def write_split(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     return path
 
 
-def read_split(path: str | Path, coco) -> dict[int, dict[str, Any]]:
-    """A split written by `write_split`, checked against the annotations -> {ann_id: row}."""
+def read_split(path: str | Path, coco, image_ids: Sequence[int] | None = None) -> dict[int, dict[str, Any]]:
+    """A split written by `write_split`, checked against the annotations -> {ann_id: row}.
+
+    Every non-crowd object of `image_ids` (default: all images) needs a row; rows of other images are kept.
+    """
     try:
         with Path(path).open(newline="") as f:
             reader = csv.DictReader(f)
@@ -225,13 +228,15 @@ def read_split(path: str | Path, coco) -> dict[int, dict[str, Any]]:
         if isinstance(e, CocoInputError):
             raise
         raise CocoInputError(f"split file {path} is not a readable split CSV: {e}") from None
-    expected = {a["id"] for a in coco.dataset["annotations"] if not a.get("iscrowd", 0)}
+    objects = {a["id"]: a["image_id"] for a in coco.dataset["annotations"] if not a.get("iscrowd", 0)}
+    wanted = set(coco.getImgIds() if image_ids is None else image_ids)
+    expected = {a for a, i in objects.items() if i in wanted}
     if missing := expected - rows.keys():
         raise CocoInputError(
             f"split file {path} has no row for {len(missing)} non-crowd object(s) of the annotation file, "
             f"e.g. ann_id {sorted(missing)[:5]} (was it written for another annotation file?)"
         )
-    if extra := rows.keys() - expected:
+    if extra := rows.keys() - objects.keys():
         raise CocoInputError(
             f"split file {path} names {len(extra)} ann_id(s) that are not non-crowd objects here, "
             f"e.g. {sorted(extra)[:5]}"
