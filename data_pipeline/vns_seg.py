@@ -11,6 +11,7 @@ import dataclasses
 import glob
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 
 import cv2
@@ -39,7 +40,8 @@ class SubsetSpec:
     im_ext: str
     gt_ext: str = ".png"
     edge_dir: str | None = None
-    kind: str = ""  # "camouflage", "low_contrast" or "low_light": the scene type, used by the synthetic generator
+    kind: str = ""  # scene type for the synthetic generator: camouflage, low_contrast, defect, low_light, salient
+    per_object: bool = False  # one mask per object, <stem>_<k><gt_ext>; each object is its own example
 
     @property
     def tfds_config(self) -> str:
@@ -91,7 +93,9 @@ SUBSETS: dict[str, SubsetSpec] = dict(
         _spec("ETIS", "unseen", "ETIS", "PolySeg/TestDataset/ETIS/images", "PolySeg/TestDataset/ETIS/masks", ".png",
               kind="low_contrast"),
         _spec("LIS", "unseen", "LIS", "LIS/Imgs", "LIS/GT", ".jpg", kind="low_light"),
-        _spec("CDS2K", "unseen", "cds2k", "CDS2K/Image", "CDS2K/GroundTruth", ".jpg", kind="low_contrast"),
+        _spec("CDS2K", "unseen", "cds2k", "CDS2K/Image", "CDS2K/GroundTruth", ".jpg", kind="defect"),
+        # Not part of VNS-SEG: salient scenes (the paper's COCO column), several objects per image, one mask each.
+        _spec("Salient", "salient", "Salient", "Salient/Imgs", "Salient/GT", ".jpg", kind="salient", per_object=True),
     ]
 )
 
@@ -99,6 +103,7 @@ TRAIN_SOURCES: tuple[str, ...] = tuple(n for n, s in SUBSETS.items() if s.split 
 SEEN: tuple[str, ...] = tuple(n for n, s in SUBSETS.items() if s.split == "seen")
 UNSEEN: tuple[str, ...] = tuple(n for n, s in SUBSETS.items() if s.split == "unseen")
 EVAL_SUBSETS: tuple[str, ...] = SEEN + UNSEEN
+SALIENT: tuple[str, ...] = tuple(n for n, s in SUBSETS.items() if s.split == "salient")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,8 +138,9 @@ class ScanReport:
 
 
 def resolve_names(names: str | Iterable[str]) -> list[str]:
-    """Accepts subset names, TFDS config names, or the groups "train", "seen", "unseen", "eval", "all"."""
-    groups = {"train": TRAIN_SOURCES, "seen": SEEN, "unseen": UNSEEN, "eval": EVAL_SUBSETS, "all": tuple(SUBSETS)}
+    """Accepts subset names, TFDS config names, or the groups "train", "seen", "unseen", "eval", "salient", "all"."""
+    groups = {"train": TRAIN_SOURCES, "seen": SEEN, "unseen": UNSEEN, "eval": EVAL_SUBSETS, "salient": SALIENT,
+              "all": tuple(SUBSETS)}
     by_config = {s.tfds_config: n for n, s in SUBSETS.items()}
     out: list[str] = []
     for name in [names] if isinstance(names, str) else names:
@@ -184,34 +190,51 @@ def scan(
         if not image_paths:
             report.absent.append(name)
             continue
+        gt_dir = os.path.join(root, spec.gt_dir)
+        objects = _per_object_masks(gt_dir, spec.gt_ext) if spec.per_object else {}
         for im_path in image_paths:
             stem = os.path.basename(im_path)[: -len(spec.im_ext)]
-            mask_path = os.path.join(root, spec.gt_dir, stem + spec.gt_ext)
-            edge_path = None
-            if spec.edge_dir is not None:
-                candidate = os.path.join(root, spec.edge_dir, stem + spec.gt_ext)
-                edge_path = candidate if os.path.isfile(candidate) else None
+            # A per-object subset has one example per object mask, named like the mask.
+            mask_stems = [f"{stem}_{k}" for k in objects.get(stem, [])] if spec.per_object else [stem]
+            mask_paths = [os.path.join(gt_dir, m + spec.gt_ext) for m in mask_stems]
             try:
-                if not os.path.isfile(mask_path):
-                    raise DataError(f"image {im_path} has no mask (expected {mask_path})")
-                if check_sizes:
-                    im_size = _image_size(im_path)
-                    for other in (mask_path, edge_path):
+                if not mask_paths or not all(os.path.isfile(m) for m in mask_paths):
+                    expected = os.path.join(gt_dir, stem + ("_<k>" if spec.per_object else "") + spec.gt_ext)
+                    raise DataError(f"image {im_path} has no mask (expected {expected})")
+                im_size = _image_size(im_path) if check_sizes else None
+                refs = []
+                for mask_stem, mask_path in zip(mask_stems, mask_paths, strict=True):
+                    edge_path = None
+                    if spec.edge_dir is not None:
+                        candidate = os.path.join(root, spec.edge_dir, mask_stem + spec.gt_ext)
+                        edge_path = candidate if os.path.isfile(candidate) else None
+                    for other in (mask_path, edge_path) if check_sizes else ():
                         if other is not None and _image_size(other) != im_size:
                             raise DataError(
                                 f"size mismatch: image {im_path} is {im_size}, {other} is {_image_size(other)}"
                             )
+                    refs.append(ExampleRef(name, mask_stem, im_path, mask_path, edge_path))
             except DataError as e:
                 if not skip_bad:
                     raise
                 report.skipped.append(str(e))
                 continue
-            report.examples.append(ExampleRef(name, stem, im_path, mask_path, edge_path))
+            report.examples.extend(refs)
     if report.absent:
         log.warning("VNS-SEG subsets absent under %s: %s", root, ", ".join(report.absent))
     if report.skipped:
         log.warning("VNS-SEG: skipped %d bad files:\n  %s", len(report.skipped), "\n  ".join(report.skipped))
     return report
+
+
+def _per_object_masks(gt_dir: str, gt_ext: str) -> dict[str, list[int]]:
+    """Image stem -> sorted object indices k of the ``<stem>_<k><gt_ext>`` files in ``gt_dir``."""
+    pattern = re.compile(r"(.+)_(\d+)" + re.escape(gt_ext) + "$")
+    found: dict[str, list[int]] = {}
+    for name in os.listdir(gt_dir) if os.path.isdir(gt_dir) else []:
+        if m := pattern.match(name):
+            found.setdefault(m[1], []).append(int(m[2]))
+    return {stem: sorted(ks) for stem, ks in found.items()}
 
 
 def _imread(path: str) -> np.ndarray:
