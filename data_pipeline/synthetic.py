@@ -55,9 +55,9 @@ class KindDefaults:
 
 
 KIND_DEFAULTS = {
-    "camouflage": KindDefaults((1, 2), (0.15, 0.4), (0.03, 0.22), (3.0, 0.5)),
-    "low_contrast": KindDefaults((1, 2), (0.15, 0.4), (0.04, 0.28), (6.0, 1.0)),
-    "defect": KindDefaults((1, 2), (0.08, 0.25), (0.03, 0.25), (2.5, 0.5)),
+    "camouflage": KindDefaults((1, 2), (0.15, 0.4), (0.02, 0.22), (4.0, 0.5)),
+    "low_contrast": KindDefaults((1, 2), (0.15, 0.4), (0.03, 0.35), (7.0, 1.0)),
+    "defect": KindDefaults((1, 2), (0.08, 0.25), (0.02, 0.3), (3.0, 0.5)),
     "low_light": KindDefaults((1, 2), (0.15, 0.4), (0.25, 0.6), (1.5, 0.5)),
     "salient": KindDefaults((3, 6), (0.1, 0.25), (0.0, 0.0), (0.6, 0.6)),  # colours are picked far apart instead
 }
@@ -243,7 +243,7 @@ def camouflage(rng: np.random.Generator, h: int, w: int, p: SceneParams) -> tupl
     count, size, contrast, blend = _draw("camouflage", p, rng)
     base = rng.uniform([50, 50, 25], [180, 170, 120]).astype(np.float32)  # earthy palette
     colours = np.stack([base, base * rng.uniform(0.35, 0.85)])
-    bg_tex = _random_texture(rng, colours, (0, 45))
+    bg_tex = _random_texture(rng, colours, (0, 55))
     # The animal: the background's pattern statistics with nearby settings and a shifted palette.
     obj_tex = dataclasses.replace(bg_tex, colours=colours + _shift(rng, contrast),
                                   gain=bg_tex.gain * rng.uniform(0.9, 1.1), sharp=bg_tex.sharp * rng.uniform(0.7, 1.4))
@@ -257,7 +257,7 @@ def low_contrast(rng: np.random.Generator, h: int, w: int, p: SceneParams) -> tu
     count, size, contrast, blend = _draw("low_contrast", p, rng)
     tissue = rng.uniform([170, 80, 70], [225, 135, 115]).astype(np.float32)
     tex = Texture(np.stack([tissue, tissue * rng.uniform(0.75, 0.95)]), gain=float(rng.uniform(0.5, 0.8)),
-                  sharp=float(rng.uniform(0.5, 1.5)), grain=float(rng.uniform(0, 60)))
+                  sharp=float(rng.uniform(0.5, 1.5)), grain=float(rng.uniform(0, 70)))
     img = tex.render(rng, h, w)
     vessels = np.abs(noise_field(rng, h, w, 0.5, (24, 12))) < 0.06  # thin dark ridges, vessel-like
     img[vessels] *= np.float32(rng.uniform(0.75, 0.95))
@@ -280,7 +280,7 @@ def defect(rng: np.random.Generator, h: int, w: int, p: SceneParams) -> tuple[np
     grey = rng.uniform(70, 200)
     base = np.float32(grey) + rng.normal(0, 12, 3).astype(np.float32)  # metal, concrete, fabric: near grey
     tex = Texture(np.stack([base, base * rng.uniform(0.6, 0.95)]), gain=float(rng.uniform(0.5, 0.85)),
-                  sharp=float(rng.uniform(0.4, 2.0)), grain=float(rng.uniform(0, 45)),
+                  sharp=float(rng.uniform(0.4, 2.0)), grain=float(rng.uniform(0, 55)),
                   stretch=float(np.exp(rng.uniform(0, np.log(12)))))
     img = tex.render(rng, h, w)
     mask = _objects(rng, h, w, count, size, ((_blob, 0.5), (_scratch, 0.5)))
@@ -295,10 +295,10 @@ def defect(rng: np.random.Generator, h: int, w: int, p: SceneParams) -> tuple[np
 def low_light(rng: np.random.Generator, h: int, w: int, p: SceneParams) -> tuple[np.ndarray, list[np.ndarray]]:
     count, size, contrast, blend = _draw("low_light", p, rng)
     bg_colour = rng.uniform(60, 220, 3).astype(np.float32)
-    bg = _random_texture(rng, np.stack([bg_colour, bg_colour * rng.uniform(0.5, 0.9)]), (0, 40)).render(rng, h, w)
+    bg = _random_texture(rng, np.stack([bg_colour, bg_colour * rng.uniform(0.5, 0.9)]), (0, 50)).render(rng, h, w)
     mask = _objects(rng, h, w, count, size, ((_blob, 0.6), (_thin, 0.4)))
     colour = np.clip(bg_colour + _shift(rng, contrast), 0, 255)
-    obj = _random_texture(rng, np.stack([colour, colour * rng.uniform(0.6, 0.9)]), (0, 40)).render(rng, h, w)
+    obj = _random_texture(rng, np.stack([colour, colour * rng.uniform(0.6, 0.9)]), (0, 50)).render(rng, h, w)
     a = _soft(mask, blend)
     return lowlight.darken(np.clip(bg * (1 - a) + obj * a, 0, 255), rng).astype(np.float32), [mask]
 
