@@ -43,7 +43,7 @@ class LowLightParams:
 class LowLightRanges:
     """Where ``sample_params`` draws from (log-uniform for the scale-like quantities)."""
 
-    exposure: tuple[float, float] = (0.04, 0.6)
+    exposure: tuple[float, float] = (0.03, 0.4)
     cast: float = 0.25  # log red / blue gain spread around green (x0.78 .. x1.28)
     shot: tuple[float, float] = (1e-4, 1.2e-2)
 
@@ -124,8 +124,9 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder + os.sep)
 
 
-def process_folder(input_dir: str, output_dir: str, seed: int = 0,
-                   exts: Sequence[str] = IMAGE_EXTS) -> tuple[int, list[str]]:
+def process_folder(
+    input_dir: str, output_dir: str, seed: int = 0, exts: Sequence[str] = IMAGE_EXTS
+) -> tuple[int, list[str]]:
     """Darkens every image of ``input_dir`` (top level, by extension) into ``output_dir`` under the same name.
 
     Returns (written, bad) where ``bad`` holds "file: reason" for images that could not be read or written.
@@ -137,15 +138,15 @@ def process_folder(input_dir: str, output_dir: str, seed: int = 0,
     if _inside(output_dir, input_dir):
         raise ValueError(f"--output {output_dir} is inside --input {input_dir}; choose a separate folder")
     exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in exts)
-    names = sorted(n for n in os.listdir(input_dir)
-                   if n.lower().endswith(exts) and os.path.isfile(os.path.join(input_dir, n)))
+    names = sorted(
+        n for n in os.listdir(input_dir) if n.lower().endswith(exts) and os.path.isfile(os.path.join(input_dir, n))
+    )
     if not names:
         raise ValueError(f"--input {input_dir} has no images ({', '.join(exts)})")
     existing = [n for n in names if os.path.exists(os.path.join(output_dir, n))]
     if existing:
         shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
-        raise ValueError(f"{len(existing)} files already exist in --output {output_dir} ({shown}); "
-                         "nothing was written")
+        raise ValueError(f"{len(existing)} files already exist in --output {output_dir} ({shown}); nothing was written")
     os.makedirs(output_dir, exist_ok=True)
     written, bad = 0, []
     for name in names:
@@ -165,13 +166,16 @@ def process_folder(input_dir: str, output_dir: str, seed: int = 0,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_pipeline.lowlight",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m data_pipeline.lowlight", description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True, help="folder of normally exposed images")
     parser.add_argument("--output", required=True, help="new folder for the dark images (must not hold them yet)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ext", nargs="+", default=list(IMAGE_EXTS),
-                        help="image extensions to process (e.g. --ext .jpg when masks share the folder)")
+    parser.add_argument(
+        "--ext",
+        nargs="+",
+        default=list(IMAGE_EXTS),
+        help="image extensions to process (e.g. --ext .jpg when masks share the folder)",
+    )
     args = parser.parse_args(argv)
     try:
         written, bad = process_folder(args.input, args.output, args.seed, args.ext)

@@ -58,13 +58,14 @@ KIND_DEFAULTS = {
     "camouflage": KindDefaults((1, 2), (0.15, 0.4), (0.02, 0.22), (4.0, 0.5)),
     "low_contrast": KindDefaults((1, 2), (0.15, 0.4), (0.03, 0.35), (7.0, 1.0)),
     "defect": KindDefaults((1, 2), (0.08, 0.25), (0.02, 0.3), (3.0, 0.5)),
-    "low_light": KindDefaults((1, 2), (0.15, 0.4), (0.25, 0.6), (1.5, 0.5)),
+    "low_light": KindDefaults((1, 2), (0.15, 0.4), (0.2, 0.9), (1.5, 0.5)),
     "salient": KindDefaults((3, 6), (0.1, 0.25), (0.0, 0.0), (0.6, 0.6)),  # colours are picked far apart instead
 }
 
 
-def _draw(kind: str, p: SceneParams, rng: np.random.Generator) -> tuple[tuple[int, int], tuple[float, float],
-                                                                        float, float]:
+def _draw(
+    kind: str, p: SceneParams, rng: np.random.Generator
+) -> tuple[tuple[int, int], tuple[float, float], float, float]:
     """(object count range, size range, contrast, blend sigma) of one image.
 
     One uniform draw sets both contrast and boundary sharpness, so a scene is faint overall or clearer overall:
@@ -73,8 +74,12 @@ def _draw(kind: str, p: SceneParams, rng: np.random.Generator) -> tuple[tuple[in
     d = KIND_DEFAULTS[kind]
     u = float(rng.random())
     contrast = d.contrast[0] + u * (d.contrast[1] - d.contrast[0]) if p.contrast is None else p.contrast
-    return p.num_objects or d.num_objects, p.object_size or d.object_size, contrast, d.blend[0] + u * (
-        d.blend[1] - d.blend[0])
+    return (
+        p.num_objects or d.num_objects,
+        p.object_size or d.object_size,
+        contrast,
+        d.blend[0] + u * (d.blend[1] - d.blend[0]),
+    )
 
 
 def _image_size(rng: np.random.Generator, p: SceneParams) -> tuple[int, int]:
@@ -87,8 +92,14 @@ def _image_size(rng: np.random.Generator, p: SceneParams) -> tuple[int, int]:
 # ---------------------------------------------------------------- textures
 
 
-def noise_field(rng: np.random.Generator, h: int, w: int, gain: float = 0.6,
-                cells: Sequence[int] = (64, 32, 16, 8, 4, 2, 1), stretch: float = 1.0) -> np.ndarray:
+def noise_field(
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    gain: float = 0.6,
+    cells: Sequence[int] = (64, 32, 16, 8, 4, 2, 1),
+    stretch: float = 1.0,
+) -> np.ndarray:
     """Zero-mean, unit-std float32 (H, W): octaves of upsampled random grids, octave i weighted ``gain**i``.
 
     Cells run from coarse to fine; cell 1 is per-pixel noise, so ``gain`` sets how much single-pixel detail there
@@ -131,8 +142,12 @@ class Texture:
 
 
 def _random_texture(rng: np.random.Generator, colours: np.ndarray, grain: tuple[float, float]) -> Texture:
-    return Texture(np.asarray(colours, np.float32), gain=float(rng.uniform(0.45, 0.8)),
-                   sharp=float(np.exp(rng.uniform(np.log(0.5), np.log(5.0)))), grain=float(rng.uniform(*grain)))
+    return Texture(
+        np.asarray(colours, np.float32),
+        gain=float(rng.uniform(0.45, 0.8)),
+        sharp=float(np.exp(rng.uniform(np.log(0.5), np.log(5.0)))),
+        grain=float(rng.uniform(*grain)),
+    )
 
 
 def _shift(rng: np.random.Generator, size: float) -> np.ndarray:
@@ -189,8 +204,12 @@ def _thin(rng: np.random.Generator, h: int, w: int, radius: float) -> np.ndarray
         for _ in range(6):
             angle += rng.normal(0, 0.5)
             step = radius / 5
-            pts.append((np.clip(pts[-1][0] + step * np.cos(angle), 0, w - 1),
-                        np.clip(pts[-1][1] + step * np.sin(angle), 0, h - 1)))
+            pts.append(
+                (
+                    np.clip(pts[-1][0] + step * np.cos(angle), 0, w - 1),
+                    np.clip(pts[-1][1] + step * np.sin(angle), 0, h - 1),
+                )
+            )
         cv2.polylines(mask, [np.round(pts).astype(np.int32)], False, 255, int(rng.integers(2, 5)))
     return mask
 
@@ -202,8 +221,10 @@ def _scratch(rng: np.random.Generator, h: int, w: int, radius: float) -> np.ndar
     angle, n = rng.uniform(0, np.pi), 12
     offsets = np.linspace(-radius * 1.5, radius * 1.5, n)
     wobble = np.cumsum(rng.normal(0, radius * 0.04, n))
-    pts = np.stack([cx + offsets * np.cos(angle) - wobble * np.sin(angle),
-                    cy + offsets * np.sin(angle) + wobble * np.cos(angle)], -1)
+    pts = np.stack(
+        [cx + offsets * np.cos(angle) - wobble * np.sin(angle), cy + offsets * np.sin(angle) + wobble * np.cos(angle)],
+        -1,
+    )
     cv2.polylines(mask, [np.round(pts).astype(np.int32)], False, 255, int(rng.integers(1, 5)))
     return mask
 
@@ -211,8 +232,14 @@ def _scratch(rng: np.random.Generator, h: int, w: int, radius: float) -> np.ndar
 Shape = Callable[[np.random.Generator, int, int, float], np.ndarray]
 
 
-def _objects(rng: np.random.Generator, h: int, w: int, count: tuple[int, int], size: tuple[float, float],
-             shapes: Sequence[tuple[Shape, float]] = ((_blob, 1.0),)) -> np.ndarray:
+def _objects(
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    count: tuple[int, int],
+    size: tuple[float, float],
+    shapes: Sequence[tuple[Shape, float]] = ((_blob, 1.0),),
+) -> np.ndarray:
     """Union mask of ``count`` objects, each shape picked with the given probabilities."""
     funcs, probs = zip(*shapes, strict=True)
     mask = np.zeros((h, w), np.uint8)
@@ -243,10 +270,14 @@ def camouflage(rng: np.random.Generator, h: int, w: int, p: SceneParams) -> tupl
     count, size, contrast, blend = _draw("camouflage", p, rng)
     base = rng.uniform([50, 50, 25], [180, 170, 120]).astype(np.float32)  # earthy palette
     colours = np.stack([base, base * rng.uniform(0.35, 0.85)])
-    bg_tex = _random_texture(rng, colours, (0, 55))
+    bg_tex = _random_texture(rng, colours, (0, 50))
     # The animal: the background's pattern statistics with nearby settings and a shifted palette.
-    obj_tex = dataclasses.replace(bg_tex, colours=colours + _shift(rng, contrast),
-                                  gain=bg_tex.gain * rng.uniform(0.9, 1.1), sharp=bg_tex.sharp * rng.uniform(0.7, 1.4))
+    obj_tex = dataclasses.replace(
+        bg_tex,
+        colours=colours + _shift(rng, contrast),
+        gain=bg_tex.gain * rng.uniform(0.9, 1.1),
+        sharp=bg_tex.sharp * rng.uniform(0.7, 1.4),
+    )
     mask = _objects(rng, h, w, count, size)
     a = _soft(mask, blend)
     img = bg_tex.render(rng, h, w) * (1 - a) + obj_tex.render(rng, h, w) * a
@@ -256,8 +287,12 @@ def camouflage(rng: np.random.Generator, h: int, w: int, p: SceneParams) -> tupl
 def low_contrast(rng: np.random.Generator, h: int, w: int, p: SceneParams) -> tuple[np.ndarray, list[np.ndarray]]:
     count, size, contrast, blend = _draw("low_contrast", p, rng)
     tissue = rng.uniform([170, 80, 70], [225, 135, 115]).astype(np.float32)
-    tex = Texture(np.stack([tissue, tissue * rng.uniform(0.75, 0.95)]), gain=float(rng.uniform(0.5, 0.8)),
-                  sharp=float(rng.uniform(0.5, 1.5)), grain=float(rng.uniform(0, 70)))
+    tex = Texture(
+        np.stack([tissue, tissue * rng.uniform(0.75, 0.95)]),
+        gain=float(rng.uniform(0.5, 0.8)),
+        sharp=float(rng.uniform(0.5, 1.5)),
+        grain=float(rng.uniform(0, 70)),
+    )
     img = tex.render(rng, h, w)
     vessels = np.abs(noise_field(rng, h, w, 0.5, (24, 12))) < 0.06  # thin dark ridges, vessel-like
     img[vessels] *= np.float32(rng.uniform(0.75, 0.95))
@@ -279,15 +314,21 @@ def defect(rng: np.random.Generator, h: int, w: int, p: SceneParams) -> tuple[np
     count, size, contrast, blend = _draw("defect", p, rng)
     grey = rng.uniform(70, 200)
     base = np.float32(grey) + rng.normal(0, 12, 3).astype(np.float32)  # metal, concrete, fabric: near grey
-    tex = Texture(np.stack([base, base * rng.uniform(0.6, 0.95)]), gain=float(rng.uniform(0.5, 0.85)),
-                  sharp=float(rng.uniform(0.4, 2.0)), grain=float(rng.uniform(0, 55)),
-                  stretch=float(np.exp(rng.uniform(0, np.log(12)))))
+    tex = Texture(
+        np.stack([base, base * rng.uniform(0.6, 0.95)]),
+        gain=float(rng.uniform(0.5, 0.85)),
+        sharp=float(rng.uniform(0.4, 2.0)),
+        grain=float(rng.uniform(0, 55)),
+        stretch=float(np.exp(rng.uniform(0, np.log(12)))),
+    )
     img = tex.render(rng, h, w)
     mask = _objects(rng, h, w, count, size, ((_blob, 0.5), (_scratch, 0.5)))
     # Stain or scratch: the surface darkened or lightened by ``contrast``, with its own faint grain.
     sign = np.float32(rng.choice([-1.0, 1.0]))
-    flaw = img * (1 + sign * np.float32(contrast)) + np.float32(rng.uniform(0, 10)) * noise_field(
-        rng, h, w, 0.7, (4, 2, 1))[:, :, None]
+    flaw = (
+        img * (1 + sign * np.float32(contrast))
+        + np.float32(rng.uniform(0, 10)) * noise_field(rng, h, w, 0.7, (4, 2, 1))[:, :, None]
+    )
     a = _soft(mask, blend)
     return (img * (1 - a) + flaw * a) * np.float32(rng.uniform(0.45, 1.1)), [mask]  # lighting varies too
 
@@ -327,14 +368,18 @@ def _distinct_colour(rng: np.random.Generator, background: np.ndarray, others: n
 def salient(rng: np.random.Generator, h: int, w: int, p: SceneParams) -> tuple[np.ndarray, list[np.ndarray]]:
     """Several distinct objects over a textured background; later objects occlude earlier ones.
 
-    Objects are placed first: one that would hide more than half of an earlier object, or that would itself be
-    tiny, is redrawn, so every mask returned is a large visible part of an object in the image.
+    Objects are placed first: one that would leave an earlier object less than half visible, or that would itself
+    be tiny, is redrawn, so every mask returned is a large visible part of an object in the image.
     """
     count, size, _, blend = _draw("salient", p, rng)
     bg_colour = rng.uniform(40, 220, 3).astype(np.float32)
     # A calm background (low-contrast shading, fine grain) so that every object stands out wherever it lies.
-    bg_tex = Texture(np.stack([bg_colour, bg_colour * rng.uniform(0.8, 0.95)]), gain=float(rng.uniform(0.45, 0.8)),
-                     sharp=float(rng.uniform(0.5, 1.5)), grain=float(rng.uniform(0, 10)))
+    bg_tex = Texture(
+        np.stack([bg_colour, bg_colour * rng.uniform(0.8, 0.95)]),
+        gain=float(rng.uniform(0.45, 0.8)),
+        sharp=float(rng.uniform(0.5, 1.5)),
+        grain=float(rng.uniform(0, 10)),
+    )
     img = bg_tex.render(rng, h, w)
     target = int(rng.integers(count[0], count[1] + 1))
     full: list[np.ndarray] = []  # each object's whole silhouette, in painting order
@@ -344,7 +389,9 @@ def salient(rng: np.random.Generator, h: int, w: int, p: SceneParams) -> tuple[n
             break
         shape = (_blob, _polygon)[int(rng.integers(0, 2))]
         m = shape(rng, h, w, rng.uniform(*size) * min(h, w)) > 0
-        if m.sum() < 0.004 * h * w or any((v & ~m).sum() < 0.5 * f.sum() for v, f in zip(visible, full, strict=True)):
+        too_small = m.sum() < (0.004 * h * w if full else 1)  # the first object only has to exist
+        hides = any((v & ~m).sum() < 0.5 * f.sum() for v, f in zip(visible, full, strict=True))
+        if too_small or hides:
             continue
         visible = [v & ~m for v in visible] + [m]
         full.append(m)
@@ -355,23 +402,29 @@ def salient(rng: np.random.Generator, h: int, w: int, p: SceneParams) -> tuple[n
         colours = np.concatenate([colours, colour[None]])
         # Paint inside the bounding box only (3 px margin for the anti-aliased edge): most objects are small.
         x, y, bw, bh = cv2.boundingRect(m.astype(np.uint8))
-        box = np.s_[max(y - 3, 0):min(y + bh + 3, h), max(x - 3, 0):min(x + bw + 3, w)]
+        box = np.s_[max(y - 3, 0) : min(y + bh + 3, h), max(x - 3, 0) : min(x + bw + 3, w)]
         yy, xx = np.mgrid[box].astype(np.float32)
         light = rng.normal(0, 0.15, 2)  # a directional shading gradient across the object
         shade = 1 + light[0] * (xx - x) / max(bw, 1) + light[1] * (yy - y) / max(bh, 1)
-        obj = colour * (1 + np.float32(rng.uniform(0.02, 0.12)) * detail[box] + shade - 1)[:, :, None]
+        obj = colour * (shade + np.float32(rng.uniform(0.02, 0.12)) * detail[box])[:, :, None]
         a = _soft(m[box].astype(np.uint8) * 255, blend)  # anti-aliased, crisp edge
         img[box] = img[box] * (1 - a) + obj * a
     return img, [v.astype(np.uint8) * 255 for v in visible]
 
 
-SCENES = {"camouflage": camouflage, "low_contrast": low_contrast, "defect": defect, "low_light": low_light,
-          "salient": salient}
+SCENES = {
+    "camouflage": camouflage,
+    "low_contrast": low_contrast,
+    "defect": defect,
+    "low_light": low_light,
+    "salient": salient,
+}
 VNS_KINDS = ("camouflage", "low_contrast", "defect", "low_light")
 
 
-def make_instances(kind: str, rng: np.random.Generator,
-                   params: SceneParams = SceneParams()) -> tuple[np.ndarray, list[np.ndarray]]:
+def make_instances(
+    kind: str, rng: np.random.Generator, params: SceneParams = SceneParams()
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """One scene: RGB uint8 (H, W, 3) and its masks, uint8 (H, W) 0/255 each.
 
     VNS kinds give one mask (all objects, as VNS-SEG labels them); ``salient`` gives one per visible object,
@@ -382,8 +435,9 @@ def make_instances(kind: str, rng: np.random.Generator,
     return np.clip(img, 0, 255).astype(np.uint8), masks
 
 
-def make_scene(kind: str, rng: np.random.Generator,
-               params: SceneParams = SceneParams()) -> tuple[np.ndarray, np.ndarray]:
+def make_scene(
+    kind: str, rng: np.random.Generator, params: SceneParams = SceneParams()
+) -> tuple[np.ndarray, np.ndarray]:
     """One scene: RGB uint8 (H, W, 3) and the mask of all its objects, uint8 (H, W) 0/255."""
     image, masks = make_instances(kind, rng, params)
     return image, np.maximum.reduce(masks)
@@ -398,8 +452,14 @@ def _write(path: str, array: np.ndarray) -> None:
         raise OSError(f"cannot write {path}")
 
 
-def generate(out_dir: str | os.PathLike, num: int = 8, seed: int = 0, *, subsets: str | Sequence[str] = "all",
-             params: SceneParams = SceneParams()) -> dict[str, int]:
+def generate(
+    out_dir: str | os.PathLike,
+    num: int = 8,
+    seed: int = 0,
+    *,
+    subsets: str | Sequence[str] = "all",
+    params: SceneParams = SceneParams(),
+) -> dict[str, int]:
     """Writes ``num`` images per subset under ``out_dir`` in the VNS-SEG layout; returns images per subset.
 
     Per-object subsets (Salient) get one mask per object, ``<stem>_<k>.png``. Each subset draws from its own
@@ -414,13 +474,15 @@ def generate(out_dir: str | os.PathLike, num: int = 8, seed: int = 0, *, subsets
             image, masks = make_instances(spec.kind, rng, params)
             stem = f"{spec.tfds_config}_{i:05d}"
             _write(os.path.join(out_dir, spec.im_dir, stem + spec.im_ext), image)
-            named = {f"{stem}_{k}": m for k, m in enumerate(masks)} if spec.per_object else {
-                stem: np.maximum.reduce(masks)}
+            named = (
+                {f"{stem}_{k}": m for k, m in enumerate(masks)} if spec.per_object else {stem: np.maximum.reduce(masks)}
+            )
             for mask_stem, mask in named.items():
                 _write(os.path.join(out_dir, spec.gt_dir, mask_stem + spec.gt_ext), mask)
                 if spec.edge_dir is not None:
-                    _write(os.path.join(out_dir, spec.edge_dir, mask_stem + spec.gt_ext),
-                           edges.boundary_from_mask(mask))
+                    _write(
+                        os.path.join(out_dir, spec.edge_dir, mask_stem + spec.gt_ext), edges.boundary_from_mask(mask)
+                    )
         counts[name] = num
     return counts
 
@@ -428,8 +490,9 @@ def generate(out_dir: str | os.PathLike, num: int = 8, seed: int = 0, *, subsets
 # ---------------------------------------------------------------- VNS-score report
 
 
-def score_report(num: int = 200, seed: int = 0, params: SceneParams = SceneParams(),
-                 kinds: Sequence[str] = tuple(SCENES)) -> dict[str, dict[str, float]]:
+def score_report(
+    num: int = 200, seed: int = 0, params: SceneParams = SceneParams(), kinds: Sequence[str] = tuple(SCENES)
+) -> dict[str, dict[str, float]]:
     """VNS-score distribution per kind over ``num`` generated images (salient: one score per object).
 
     Also the generation rate (images/s, one process, scoring excluded). Scores outside [0, 1] or NaN are dropped
@@ -462,18 +525,24 @@ def score_report(num: int = 200, seed: int = 0, params: SceneParams = SceneParam
 def _distribution(scores: Sequence[float], total: int) -> dict[str, float]:
     s = np.asarray(scores, np.float64)
     q = dict(zip(("q05", "q25", "q50", "q75", "q95"), np.quantile(s, [0.05, 0.25, 0.5, 0.75, 0.95]), strict=True))
-    return {"count": len(s), "total": total, "mean": float(s.mean()), "std": float(s.std()),
-            **{k: float(v) for k, v in q.items()}, "above_0.7": float((s > 0.7).mean())}
+    return {
+        "count": len(s),
+        "total": total,
+        "mean": float(s.mean()),
+        "std": float(s.std()),
+        **{k: float(v) for k, v in q.items()},
+        "above_0.7": float((s > 0.7).mean()),
+    }
 
 
 def format_report(report: dict[str, dict[str, float]]) -> str:
-    cols = ["count", "mean", "std", "q05", "q25", "q50", "q75", "q95", "above_0.7", "color", "texture", "blur",
-            "images_per_s"]
-    lines = ["| kind | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
+    """Markdown table of ``score_report``: one row per kind, valid / total scores, quantiles, mean terms, speed."""
+    cols = ["mean", "std", "q05", "q25", "q50", "q75", "q95", "above_0.7", "color", "texture", "blur"]
+    lines = ["| kind | valid | " + " | ".join(cols) + " | images/s |", "| --- | ---: |" + " ---: |" * (len(cols) + 1)]
     for kind, row in report.items():
-        cells = [("" if c not in row else f"{row[c]:d}" if isinstance(row[c], int) else
-                  f"{row[c]:.0f}" if c == "images_per_s" else f"{row[c]:.3f}") for c in cols]
-        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+        cells = [f"{row[c]:.3f}" if c in row else "" for c in cols]
+        rate = f"{row['images_per_s']:.0f}" if "images_per_s" in row else ""
+        lines.append(f"| {kind} | {row['count']}/{row['total']} | " + " | ".join(cells) + f" | {rate} |")
     return "\n".join(lines)
 
 
@@ -482,24 +551,54 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", help="output root (the VNS-SEG root the reader expects)")
     parser.add_argument("--num", type=int, default=8, help="images per subset (per kind with --report)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--subsets", nargs="+", default=["all"],
-                        help="subset names or train/seen/unseen/eval/salient/all")
-    parser.add_argument("--objects", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
-                        help="objects per image (default per kind: 1-2, salient 3-6)")
-    parser.add_argument("--size", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
-                        help="object radius as a fraction of min(H, W) (default per kind)")
-    parser.add_argument("--contrast", type=float, default=None,
-                        help="fixed object/background contrast (default: drawn per image within the kind's range)")
-    parser.add_argument("--image-size", type=int, nargs=4, default=None, metavar=("WMIN", "WMAX", "HMIN", "HMAX"),
-                        help="image width and height ranges before the portrait swap (default 320 512 240 384)")
-    parser.add_argument("--report", action="store_true",
-                        help="print per-kind VNS-score distributions and images/s of --num images per kind, "
-                             "writing nothing")
+    parser.add_argument(
+        "--subsets", nargs="+", default=["all"], help="subset names or train/seen/unseen/eval/salient/all"
+    )
+    parser.add_argument(
+        "--objects",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="objects per image (default per kind: 1-2, salient 3-6)",
+    )
+    parser.add_argument(
+        "--size",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="object radius as a fraction of min(H, W) (default per kind)",
+    )
+    parser.add_argument(
+        "--contrast",
+        type=float,
+        default=None,
+        help="fixed object/background contrast (default: drawn per image within the kind's range)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        nargs=4,
+        default=None,
+        metavar=("WMIN", "WMAX", "HMIN", "HMAX"),
+        help="image width and height ranges before the portrait swap (default 320 512 240 384)",
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="print per-kind VNS-score distributions and images/s of --num images per kind, writing nothing",
+    )
     args = parser.parse_args(argv)
-    sizes = {} if args.image_size is None else {"width": tuple(args.image_size[:2]),
-                                                "height": tuple(args.image_size[2:])}
-    params = SceneParams(num_objects=args.objects and tuple(args.objects), object_size=args.size and tuple(args.size),
-                         contrast=args.contrast, **sizes)
+    sizes = (
+        {} if args.image_size is None else {"width": tuple(args.image_size[:2]), "height": tuple(args.image_size[2:])}
+    )
+    params = SceneParams(
+        num_objects=args.objects and tuple(args.objects),
+        object_size=args.size and tuple(args.size),
+        contrast=args.contrast,
+        **sizes,
+    )
     if args.report:
         print(format_report(score_report(args.num, args.seed, params)))
         return

@@ -31,12 +31,24 @@ class VnsSegConfig(tfds.core.BuilderConfig):
 
 
 def _configs() -> list[VnsSegConfig]:
-    configs = [VnsSegConfig(name="train", subsets=vns_seg.TRAIN_SOURCES, split="train",
-                            description="All VNS-SEG training sources: " + ", ".join(vns_seg.TRAIN_SOURCES))]
+    configs = [
+        VnsSegConfig(
+            name="train",
+            subsets=vns_seg.TRAIN_SOURCES,
+            split="train",
+            description="All VNS-SEG training sources: " + ", ".join(vns_seg.TRAIN_SOURCES),
+        )
+    ]
     for name in vns_seg.EVAL_SUBSETS:
         spec = vns_seg.SUBSETS[name]
-        configs.append(VnsSegConfig(name=spec.tfds_config, subsets=(name,), split="test",
-                                    description=f"{name} ({spec.split} evaluation subset, {spec.kind})"))
+        configs.append(
+            VnsSegConfig(
+                name=spec.tfds_config,
+                subsets=(name,),
+                split="test",
+                description=f"{name} ({spec.split} evaluation subset, {spec.kind})",
+            )
+        )
     return configs
 
 
@@ -50,8 +62,12 @@ class VnsSeg(tfds.core.GeneratorBasedBuilder):
         "Download the VNS-SEG dataset released with VNS-SAM from Hugging Face (https://huggingface.co/guogq/VNS-SAM,"
         " dataset files linked from https://github.com/guangqian-guo/VNS-SAM) and extract it so that `manual_dir`"
         " is the folder the released code reaches as VNS-Train/data, i.e. it contains:\n"
-        + "\n".join(f"  {s.name:13s} {s.im_dir} (*{s.im_ext}), {s.gt_dir} (*{s.gt_ext})"
-                    + (f", {s.edge_dir}" if s.edge_dir else "") for s in vns_seg.SUBSETS.values())
+        + "\n".join(
+            f"  {s.name:13s} {s.im_dir} (*{s.im_ext}), {s.gt_dir} (*{s.gt_ext})"
+            + (f", {s.edge_dir}" if s.edge_dir else "")
+            for s in vns_seg.SUBSETS.values()
+            if s.split != "salient"
+        )
         + "\nLIS and CDS2K are not under that folder in the release: place them at LIS/{Imgs,GT} and"
         " CDS2K/{Image,GroundTruth}. Edge folders are optional (computed from masks when missing).\n"
         "For a quick synthetic stand-in: python -m data_pipeline.synthetic --out DIR --num 8."
@@ -59,13 +75,15 @@ class VnsSeg(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-                "mask": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-                "boundary": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
-                "name": tfds.features.Text(),
-                "subset": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+                    "mask": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
+                    "boundary": tfds.features.Image(shape=(None, None, 1), encoding_format="png"),
+                    "name": tfds.features.Text(),
+                    "subset": tfds.features.Text(),
+                }
+            ),
             homepage="https://github.com/guangqian-guo/VNS-SAM",
         )
 
@@ -79,13 +97,16 @@ class VnsSeg(tfds.core.GeneratorBasedBuilder):
         for ref in report.examples:
             ex = vns_seg.load_example(ref)
             # tfds encodes PIL images without TensorFlow (numpy arrays would need tf for PNG encoding).
-            yield f"{ref.subset}/{ref.name}", {
-                "image": Image.fromarray(ex["image"]),
-                "mask": Image.fromarray(ex["mask"]),
-                "boundary": Image.fromarray(ex["boundary"]),
-                "name": ref.name,
-                "subset": ref.subset,
-            }
+            yield (
+                f"{ref.subset}/{ref.name}",
+                {
+                    "image": Image.fromarray(ex["image"]),
+                    "mask": Image.fromarray(ex["mask"]),
+                    "boundary": Image.fromarray(ex["boundary"]),
+                    "name": ref.name,
+                    "subset": ref.subset,
+                },
+            )
 
 
 def data_source(config: str, data_dir: str, manual_dir: str | None = None):

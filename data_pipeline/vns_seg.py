@@ -57,6 +57,7 @@ def _spec(*args, **kwargs) -> tuple[str, SubsetSpec]:
 # Relative paths as in datasets/build_datasets.py (build_nosl). LIS and CDS2K are not under the root in the
 # released code (LIS is absent from it, CDS2K is an absolute path to "CDS2K/{Image,GroundTruth}"); we place
 # them at LIS/{Imgs,GT} and CDS2K/{Image,GroundTruth}.
+# fmt: off
 SUBSETS: dict[str, SubsetSpec] = dict(
     [
         # Training sources. Edge maps are pre-computed in the release (generate_boundary.py).
@@ -98,6 +99,7 @@ SUBSETS: dict[str, SubsetSpec] = dict(
         _spec("Salient", "salient", "Salient", "Salient/Imgs", "Salient/GT", ".jpg", kind="salient", per_object=True),
     ]
 )
+# fmt: on
 
 TRAIN_SOURCES: tuple[str, ...] = tuple(n for n, s in SUBSETS.items() if s.split == "train")
 SEEN: tuple[str, ...] = tuple(n for n, s in SUBSETS.items() if s.split == "seen")
@@ -139,8 +141,14 @@ class ScanReport:
 
 def resolve_names(names: str | Iterable[str]) -> list[str]:
     """Accepts subset names, TFDS config names, or the groups "train", "seen", "unseen", "eval", "salient", "all"."""
-    groups = {"train": TRAIN_SOURCES, "seen": SEEN, "unseen": UNSEEN, "eval": EVAL_SUBSETS, "salient": SALIENT,
-              "all": tuple(SUBSETS)}
+    groups = {
+        "train": TRAIN_SOURCES,
+        "seen": SEEN,
+        "unseen": UNSEEN,
+        "eval": EVAL_SUBSETS,
+        "salient": SALIENT,
+        "all": tuple(SUBSETS),
+    }
     by_config = {s.tfds_config: n for n, s in SUBSETS.items()}
     out: list[str] = []
     for name in [names] if isinstance(names, str) else names:
@@ -292,14 +300,16 @@ def load_example(ref: ExampleRef, *, with_boundary: bool = True) -> dict[str, np
     except DataError as e:
         raise DataError(f"{ref.image_path} / {ref.mask_path}: {e}") from e
     if mask.shape != image.shape[:2]:
-        raise DataError(f"size mismatch: image {ref.image_path} is {image.shape[:2]}, mask {ref.mask_path} is "
-                        f"{mask.shape}")
+        raise DataError(
+            f"size mismatch: image {ref.image_path} is {image.shape[:2]}, mask {ref.mask_path} is {mask.shape}"
+        )
     out: dict[str, np.ndarray | str] = {"image": image, "mask": mask, "name": ref.name, "subset": ref.subset}
     if with_boundary:
         boundary = read_boundary(ref.edge_path) if ref.edge_path else edges.boundary_from_mask(mask)
         if boundary.shape != mask.shape:
-            raise DataError(f"size mismatch: mask {ref.mask_path} is {mask.shape}, edge {ref.edge_path} is "
-                            f"{boundary.shape}")
+            raise DataError(
+                f"size mismatch: mask {ref.mask_path} is {mask.shape}, edge {ref.edge_path} is {boundary.shape}"
+            )
         out["boundary"] = boundary
     return out
 
@@ -307,8 +317,14 @@ def load_example(ref: ExampleRef, *, with_boundary: bool = True) -> dict[str, np
 class VnsSegSource:
     """Random-access source (grain ``RandomAccessDataSource`` protocol) over files found by ``scan``."""
 
-    def __init__(self, root: str | os.PathLike, names: str | Sequence[str] = "train", *, skip_bad: bool = False,
-                 with_boundary: bool = True):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        names: str | Sequence[str] = "train",
+        *,
+        skip_bad: bool = False,
+        with_boundary: bool = True,
+    ):
         self.report = scan(root, names, skip_bad=skip_bad)
         self.refs = self.report.examples
         self.with_boundary = with_boundary

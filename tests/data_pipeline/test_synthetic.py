@@ -11,7 +11,11 @@ def test_all_subsets_found_by_the_reader(tmp_path):
     counts = synthetic.generate(tmp_path, num=1, seed=0)
     assert counts == {name: 1 for name in vns_seg.SUBSETS}
     report = vns_seg.scan(tmp_path, "all")
-    assert report.absent == [] and report.skipped == [] and len(report.examples) == len(vns_seg.SUBSETS)
+    assert report.absent == [] and report.skipped == []
+    # One example per image, except per-object subsets (Salient): one per object mask.
+    per_image = [ref for ref in report.examples if not vns_seg.SUBSETS[ref.subset].per_object]
+    assert sorted(ref.subset for ref in per_image) == sorted(n for n, s in vns_seg.SUBSETS.items() if not s.per_object)
+    assert {ref.subset for ref in report.examples} == set(vns_seg.SUBSETS)
     for ref in report.examples:
         assert (ref.edge_path is not None) == (vns_seg.SUBSETS[ref.subset].split == "train")
         ex = vns_seg.load_example(ref)
@@ -28,7 +32,8 @@ def test_deterministic_and_parameterised():
     big = synthetic.SceneParams(num_objects=(1, 1), object_size=(0.4, 0.4))
     small = synthetic.SceneParams(num_objects=(1, 1), object_size=(0.08, 0.08))
     assert (synthetic.make_scene("camouflage", rng(), big)[1] > 0).mean() > 4 * (
-        synthetic.make_scene("camouflage", rng(), small)[1] > 0).mean()
+        synthetic.make_scene("camouflage", rng(), small)[1] > 0
+    ).mean()
 
 
 def _contrast(image, mask):
