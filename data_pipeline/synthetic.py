@@ -495,7 +495,8 @@ def score_report(
 ) -> dict[str, dict[str, float]]:
     """VNS-score distribution per kind over ``num`` generated images (salient: one score per object).
 
-    Also the generation rate (images/s, one process, scoring excluded). Scores outside [0, 1] or NaN are dropped
+    Also the generation rate: images per CPU second of this process (scoring excluded), which unlike wall time
+    does not depend on what else runs on the machine. Scores outside [0, 1] or NaN are dropped
     as the released script does; ``count`` says how many remained.
     """
     from vnsjax.vns_score import vns_terms  # vnsjax imports JAX; only the report needs it
@@ -503,10 +504,10 @@ def score_report(
     out, pooled = {}, []
     for kind in kinds:
         rng = np.random.default_rng([seed, list(SCENES).index(kind)])
-        scenes, start = [], time.perf_counter()
+        scenes, start = [], time.process_time()
         for _ in range(num):
             scenes.append(make_instances(kind, rng, params))
-        rate = num / (time.perf_counter() - start)
+        rate = num / max(time.process_time() - start, 1e-9)
         terms = [vns_terms(image, m, channel_order="rgb") for image, masks in scenes for m in masks]
         valid = [t for t in terms if t.valid]
         out[kind] = _distribution([t.score for t in valid], len(terms)) | {
@@ -538,7 +539,10 @@ def _distribution(scores: Sequence[float], total: int) -> dict[str, float]:
 def format_report(report: dict[str, dict[str, float]]) -> str:
     """Markdown table of ``score_report``: one row per kind, valid / total scores, quantiles, mean terms, speed."""
     cols = ["mean", "std", "q05", "q25", "q50", "q75", "q95", "above_0.7", "color", "texture", "blur"]
-    lines = ["| kind | valid | " + " | ".join(cols) + " | images/s |", "| --- | ---: |" + " ---: |" * (len(cols) + 1)]
+    lines = [
+        "| kind | valid | " + " | ".join(cols) + " | images per CPU s |",
+        "| --- | ---: |" + " ---: |" * (len(cols) + 1),
+    ]
     for kind, row in report.items():
         cells = [f"{row[c]:.3f}" if c in row else "" for c in cols]
         rate = f"{row['images_per_s']:.0f}" if "images_per_s" in row else ""
