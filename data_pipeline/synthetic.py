@@ -499,7 +499,7 @@ def score_report(
     does not depend on what else runs on the machine. Scores outside [0, 1] or NaN are dropped
     as the released script does; ``count`` says how many remained.
     """
-    from vnsjax.vns_score import vns_terms  # vnsjax imports JAX; only the report needs it
+    from vnsjax.evaluation.vns_score import vns_terms  # vnsjax imports JAX; only the report needs it
 
     out, pooled = {}, []
     for kind in kinds:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from data_pipeline import synthetic, vns_seg
-from vnsjax.vns_score import vns_terms
+from vnsjax.evaluation.vns_score import vns_terms
 
 SMALL = synthetic.SceneParams(width=(256, 320), height=(192, 256))
 
