@@ -35,8 +35,9 @@ from data_pipeline import edges, lowlight, vns_seg
 class SceneParams:
     """Scene knobs; None means the kind's default (``KIND_DEFAULTS``).
 
-    ``contrast`` fixes the object/background colour difference (norm of the RGB shift / 255) instead of drawing it
-    per image.
+    ``contrast`` fixes the kind's contrast knob instead of drawing it per image: camouflage and low light, the norm
+    of the object's RGB shift / 255; low contrast, how much redder the polyp is; defect, the relative darkening or
+    lightening of the flaw. Salient scenes ignore it (their colours are chosen to stand out).
     """
 
     num_objects: tuple[int, int] | None = None  # inclusive range
@@ -69,7 +70,7 @@ def _draw(
     """(object count range, size range, contrast, blend sigma) of one image.
 
     One uniform draw sets both contrast and boundary sharpness, so a scene is faint overall or clearer overall:
-    this spreads the VNS-score across images as on real data, where the two go together.
+    both move the VNS-score the same way, which widens its spread across images.
     """
     d = KIND_DEFAULTS[kind]
     u = float(rng.random())
