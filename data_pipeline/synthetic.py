@@ -120,6 +120,13 @@ def noise_field(
     return out / max(float(out.std()), 1e-6)
 
 
+def fractal_noise(rng: np.random.Generator, h: int, w: int, octaves: Sequence[int] = (64, 32, 16, 8, 4)) -> np.ndarray:
+    """float32 (H, W) in [0, 1]: ``noise_field`` over the given cell sizes (gain 0.6), scaled to its min and max."""
+    out = noise_field(rng, h, w, 0.6, octaves)
+    out -= out.min()
+    return out / max(float(out.max()), 1e-6)
+
+
 @dataclasses.dataclass(frozen=True)
 class Texture:
     """A two-colour pattern: a noise field pushed through tanh, plus luminance grain.
