@@ -1,51 +1,206 @@
 """Segment images from the command line with a converted SAM / HQ-SAM / VNS-SAM checkpoint.
 
     python -m vnsjax.predict --checkpoint DIR --input IMG_OR_DIR [--box x0 y0 x1 y1] [--points x,y,label ...]
-                             [--multimask] [--out DIR]
+                             [--multimask] [--out DIR] [--overwrite]
 
 Prompts, per image, first match wins: --box/--points on the command line (applied to every image); a
-prompt file NAME.json beside the image ({"box": [x0, y0, x1, y1], "points": [[x, y, label], ...]});
-otherwise automatic mask generation. Writes OUT/NAME_mask{i}.png (0/255), OUT/NAME_overlay.png (masks
-tinted over the image, the prompt drawn: box rectangle, foreground points green, background points red)
-and OUT/NAME.json (mode, prompt, scores, mask files). Unreadable images are reported and skipped; the
-exit code is 1 if any image failed.
+prompt file NAME.json beside the image ({"box": [x0, y0, x1, y1], "points": [[x, y, label], ...]}, label
+1 foreground or 0 background; nothing else); otherwise automatic mask generation. For an input file FILE
+(e.g. a.jpg) it writes OUT/FILE_mask{i}.png (0/255), OUT/FILE_overlay.png (masks tinted over the image, the
+prompt drawn: box rectangle, foreground points green, background points red) and OUT/FILE.json (mode, prompt,
+scores, mask files), and lists what it wrote in OUT/vnsjax-predict.json.
+
+OUT may not be the input folder or inside it. A non-empty OUT that this command did not write is refused
+unless --overwrite; even then only files this command wrote are replaced. An image that cannot be used (its
+file or its prompt file) is named and skipped; the exit code is 1 if any image failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFile
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 PROMPT_COLOUR = (30, 144, 255)  # SAM's demo blue for prompted masks
+MANIFEST = "vnsjax-predict.json"
+PROMPT_KEYS = ("box", "points")
 
 
-def parse_point(text: str) -> tuple[float, float, int]:
+class OutputError(Exception):
+    """The output folder cannot be used or written; the run stops (the message names the path)."""
+
+
+class InputError(ValueError):
+    """One image (or its prompt file) cannot be used; it is skipped and counted."""
+
+
+# ---- inputs ------------------------------------------------------------------------------------
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The image file as uint8 (H, W, 3) RGB, fully decoded (a truncated file is an error, not a grey band).
+
+    Only 8-bit images are read; a decompression bomb (more than PIL.Image.MAX_IMAGE_PIXELS pixels) is refused.
+    """
+    truncated_ok = ImageFile.LOAD_TRUNCATED_IMAGES
     try:
-        x, y, label = text.split(",")
-        return float(x), float(y), int(label)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected x,y,label (label 1 foreground, 0 background), got {text!r}") from e
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+            with Image.open(path) as im:
+                im.load()
+                if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                    raise InputError(f"{path}: {im.mode} (16-bit or float) images are not read; save it as 8-bit")
+                return np.asarray(im.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InputError(f"{path}: refused as a possible decompression bomb ({e})") from e
+    except InputError:
+        raise
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
+        raise InputError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = truncated_ok
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_box(box: Any) -> list[float]:
+    """[x0, y0, x1, y1]: four finite numbers with x0 <= x1 and y0 <= y1 (ValueError otherwise)."""
+    if not isinstance(box, list) or len(box) != 4 or not all(_number(v) for v in box):
+        raise ValueError(f"expected [x0, y0, x1, y1], four finite numbers, got {json.dumps(box)}")
+    if box[2] < box[0] or box[3] < box[1]:
+        raise ValueError(f"expected x0 <= x1 and y0 <= y1, got {box}")
+    return [float(v) for v in box]
+
+
+def check_points(points: Any) -> list[list[float]]:
+    """[[x, y, label], ...]: at least one point, finite coordinates, label 1 (foreground) or 0 (background)."""
+    if not isinstance(points, list) or not points:
+        raise ValueError(f"expected a non-empty list of [x, y, label], got {json.dumps(points)}")
+    out = []
+    for i, p in enumerate(points):
+        if not isinstance(p, list) or len(p) != 3 or not all(_number(v) for v in p):
+            raise ValueError(f"point {i}: expected [x, y, label] of finite numbers, got {json.dumps(p)}")
+        if p[2] not in (0, 1):
+            raise ValueError(f"point {i}: label must be 1 (foreground) or 0 (background), got {p[2]}")
+        out.append([float(p[0]), float(p[1]), int(p[2])])
+    return out
+
+
+def read_prompt_file(image_path: Path) -> dict[str, Any] | None:
+    """The prompt in NAME.json beside the image, checked against the schema; None if there is no such file."""
+    path = image_path.with_suffix(".json")
+    if not path.is_file():
+        return None
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: not a readable JSON prompt file ({e})") from e
+    expected = 'expected {"box": [x0, y0, x1, y1]} and/or {"points": [[x, y, label], ...]}'
+    if not isinstance(spec, dict):
+        raise InputError(f"{path}: {expected}, got {type(spec).__name__} {json.dumps(spec)[:80]}")
+    unknown = sorted(set(spec) - set(PROMPT_KEYS))
+    if unknown:
+        raise InputError(f"{path}: unknown field(s) {', '.join(map(repr, unknown))}; {expected}")
+    if not spec:
+        raise InputError(f"{path}: no prompt; {expected}")
+    prompt: dict[str, Any] = {"box": None, "points": None}
+    for key, check in (("box", check_box), ("points", check_points)):
+        if key in spec:
+            try:
+                prompt[key] = check(spec[key])
+            except ValueError as e:
+                raise InputError(f"{path}: field {key!r}: {e}") from e
+    return prompt
 
 
 def list_images(path: Path) -> list[Path]:
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
     return [path]
 
 
-def read_prompt_file(image_path: Path) -> dict[str, Any] | None:
-    path = image_path.with_suffix(".json")
-    if not path.is_file():
-        return None
-    spec = json.loads(path.read_text())
-    return {"box": spec.get("box"), "points": spec.get("points")}
+# ---- outputs -----------------------------------------------------------------------------------
+
+
+class OutputFolder:
+    """The output folder and the list of files this command wrote there (MANIFEST), so that a later run replaces
+    its own files and nothing else."""
+
+    def __init__(self, path: Path, owned: set[str]):
+        self.path = path
+        self.owned = owned
+
+    @classmethod
+    def open(cls, path: Path, input_path: Path, *, overwrite: bool) -> OutputFolder:
+        """Checks `path` before any work; raises OutputError with the reason."""
+        out, inp = path.resolve(), input_path.resolve()
+        in_dir = inp if inp.is_dir() else inp.parent
+        if out == in_dir or (inp.is_dir() and in_dir in out.parents):
+            where = "is the input folder" if out == in_dir else f"is inside the input folder {input_path}"
+            raise OutputError(f"--out {path} {where}; outputs never go beside or among the inputs, choose another")
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"--out {path} exists and is not a folder")
+        owned: set[str] = set()
+        manifest = path / MANIFEST
+        if manifest.is_file():
+            try:
+                owned = set(json.loads(manifest.read_text())["files"])
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise OutputError(f"{manifest}: not a readable list of this command's outputs ({e})") from e
+        elif out.is_dir() and any(out.iterdir()) and not overwrite:
+            raise OutputError(
+                f"--out {path} is not empty and was not written by vnsjax.predict; choose an empty or new folder, "
+                "or pass --overwrite (files of the same names that this command did not write are still kept)"
+            )
+        folder = cls(path, owned)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            folder._save_manifest()
+        except OSError as e:
+            raise OutputError(f"cannot write to --out {path}: {e.strerror or e}") from e
+        return folder
+
+    def _save_manifest(self) -> None:
+        tmp = self.path / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps({"written_by": "vnsjax.predict", "files": sorted(self.owned)}, indent=1) + "\n")
+        os.replace(tmp, self.path / MANIFEST)
+
+    def write(self, files: dict[str, bytes]) -> None:
+        """Writes one image's outputs; none if any would replace a file this command did not write."""
+        foreign = [n for n in files if n not in self.owned and (self.path / n).exists()]
+        if foreign:
+            raise InputError(f"{self.path / foreign[0]} exists and was not written by vnsjax.predict; it is kept")
+        # Listed before writing: a file listed but missing after a crash is harmless, the reverse would be refused.
+        self.owned.update(files)
+        name = MANIFEST
+        try:
+            self._save_manifest()
+            for name, data in files.items():
+                (self.path / name).write_bytes(data)
+        except OSError as e:
+            raise OutputError(f"cannot write {self.path / name}: {e.strerror or e}") from e
+
+
+def _png(image: Image.Image | np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---- segmentation ------------------------------------------------------------------------------
 
 
 def overlay(
@@ -72,10 +227,6 @@ def overlay(
     return pil
 
 
-def _save_mask(mask: np.ndarray, path: Path) -> None:
-    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
-
-
 def predict_prompted(predictor, image: np.ndarray, prompt: dict[str, Any], multimask: bool) -> dict[str, Any]:
     predictor.set_image(image)
     points = prompt.get("points")
@@ -88,33 +239,24 @@ def predict_prompted(predictor, image: np.ndarray, prompt: dict[str, Any], multi
     return {"masks": [m.astype(bool) for m in masks], "scores": [float(s) for s in scores]}
 
 
-def process_image(
-    path: Path, out_dir: Path, predictor, amg, cli_prompt: dict[str, Any] | None, multimask: bool
-) -> dict[str, Any]:
-    with Image.open(path) as im:
-        image = np.asarray(im.convert("RGB"))
-    prompt = cli_prompt or read_prompt_file(path)
-    stem = path.stem
+def segment(path: Path, image: np.ndarray, predictor, amg, prompt: dict[str, Any] | None, multimask: bool):
+    """One image's outputs {file name: bytes}: masks, overlay and the JSON record (the last one)."""
+    name = path.name  # with the extension: a.jpg and a.png get distinct outputs
+    files: dict[str, bytes] = {}
     if prompt is not None:
         res = predict_prompted(predictor, image, prompt, multimask)
         order = np.argsort(res["scores"])[::-1]
-        files = []
         for rank, i in enumerate(order):
-            name = f"{stem}_mask{rank}.png"
-            _save_mask(res["masks"][i], out_dir / name)
-            files.append(name)
+            files[f"{name}_mask{rank}.png"] = _png(res["masks"][i].astype(np.uint8) * 255)
         vis = overlay(
             image, [res["masks"][order[0]]], [PROMPT_COLOUR], box=prompt.get("box"), points=prompt.get("points")
         )
-        record = {"mode": "prompt", "prompt": prompt, "scores": [res["scores"][i] for i in order], "masks": files}
+        record = {"mode": "prompt", "prompt": prompt, "scores": [res["scores"][i] for i in order]}
     else:
         anns = amg.generate(image)
         rng = np.random.default_rng(0)
-        files = []
         for i, ann in enumerate(anns):
-            name = f"{stem}_mask{i}.png"
-            _save_mask(ann["segmentation"], out_dir / name)
-            files.append(name)
+            files[f"{name}_mask{i}.png"] = _png(ann["segmentation"].astype(np.uint8) * 255)
         # Largest first so small masks stay visible on top.
         by_area = sorted(range(len(anns)), key=lambda i: -anns[i]["area"])
         colours = [tuple(int(c) for c in rng.integers(40, 256, 3)) for _ in anns]
@@ -122,13 +264,30 @@ def process_image(
         record = {
             "mode": "automatic",
             "scores": [a["predicted_iou"] for a in anns],
-            "masks": files,
             "annotations": [{k: v for k, v in a.items() if k != "segmentation"} for a in anns],
         }
-    vis.save(out_dir / f"{stem}_overlay.png")
-    record.update(image=str(path), size=list(image.shape[:2]), overlay=f"{stem}_overlay.png")
-    (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
-    return record
+    record.update(masks=list(files), image=str(path), size=list(image.shape[:2]), overlay=f"{name}_overlay.png")
+    files[f"{name}_overlay.png"] = _png(vis)
+    try:
+        files[f"{name}.json"] = (json.dumps(record, indent=2, allow_nan=False) + "\n").encode()
+    except ValueError as e:
+        raise InputError(f"{path}: the model returned a non-finite score (are its weights damaged?)") from e
+    return files
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+
+def parse_point(text: str) -> list[float]:
+    try:
+        x, y, label = (float(v) for v in text.split(","))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected x,y,label (label 1 foreground, 0 background), got {text!r}") from e
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise argparse.ArgumentTypeError(f"point coordinates must be finite numbers, got {text!r}")
+    if label not in (0, 1):
+        raise argparse.ArgumentTypeError(f"point label must be 1 (foreground) or 0 (background), got {text!r}")
+    return [x, y, int(label)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,8 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="box prompt, pixels")
     p.add_argument("--points", type=parse_point, nargs="+", metavar="X,Y,LABEL", help="point prompts")
     p.add_argument("--multimask", action="store_true", help="three masks per prompt (SAM / HQ-SAM)")
-    p.add_argument("--out", default="predictions", help="output folder")
-    p.add_argument("--output", choices=["fused", "sam", "vns"], default="fused", help="VNS-SAM: which mask")
+    p.add_argument("--out", default="predictions", help="output folder (new, empty, or an earlier output)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder (only our files replaced)")
+    p.add_argument("--output", choices=["fused", "sam", "vns"], default=None, help="VNS-SAM: which mask (fused)")
     g = p.add_argument_group("automatic mode (no prompt)")
     g.add_argument("--points-per-side", type=int, default=32)
     g.add_argument("--points-per-batch", type=int, default=64)
@@ -151,8 +311,51 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Values argparse's types cannot rule out; parser.error prints one line and exits with status 2."""
+    if args.box is not None:
+        try:
+            check_box(args.box)
+        except ValueError as e:
+            p.error(f"--box: {e}")
+    for flag in ("points_per_side", "points_per_batch"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    for flag in ("crop_n_layers", "min_mask_region_area"):
+        if getattr(args, flag) < 0:
+            p.error(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}")
+    for flag in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
+        v = getattr(args, flag)
+        if not 0.0 <= v <= 1.0:  # also false for NaN
+            p.error(f"--{flag.replace('_', '-')} must be in [0, 1], got {v}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_options(parser, args)
+    from vnsjax.model_dir import read_meta
+
+    inp = Path(args.input)
+    if not inp.exists():
+        print(f"error: --input {inp} does not exist", file=sys.stderr)
+        return 1
+    images = list_images(inp)
+    if not images:
+        print(f"error: no images ({', '.join(sorted(IMAGE_EXTS))}) in {inp}", file=sys.stderr)
+        return 1
+    try:
+        variant = read_meta(args.checkpoint)["variant"]
+        if args.output is not None and variant != "vns":
+            raise ValueError(f"--output chooses among VNS-SAM's masks; {args.checkpoint} is a {variant} model")
+        out = OutputFolder.open(Path(args.out), inp, overwrite=args.overwrite)
+    except (OSError, ValueError, OutputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return run(args, images, out)
+
+
+def run(args: argparse.Namespace, images: list[Path], out: OutputFolder) -> int:
     from tqdm import tqdm
 
     from vnsjax.model_dir import load_model
@@ -160,33 +363,27 @@ def main(argv: list[str] | None = None) -> int:
     from vnsjax.predictors.sam_predictor import SamPredictor
     from vnsjax.predictors.vns_predictor import VnsPredictor
 
-    inp = Path(args.input)
-    if not inp.exists():
-        print(f"error: {inp} does not exist", file=sys.stderr)
-        return 1
-    images = list_images(inp)
-    if not images:
-        print(f"error: no images ({', '.join(sorted(IMAGE_EXTS))}) in {inp}", file=sys.stderr)
-        return 1
     try:
         model = load_model(args.checkpoint)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    predictor = VnsPredictor(model, output=args.output) if model.variant == "vns" else SamPredictor(model)
-    # Built lazily: the AMG's jitted post-processing is only needed for images without a prompt.
-    amg = None
+    if model.variant == "vns":
+        predictor = VnsPredictor(model, output=args.output or "fused")
+    else:
+        predictor = SamPredictor(model)
+    amg = None  # built on the first image without a prompt: its jitted post-processing is only needed then
     cli_prompt = None
     if args.box is not None or args.points:
-        cli_prompt = {"box": args.box, "points": [list(p) for p in args.points] if args.points else None}
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+        cli_prompt = {"box": args.box, "points": args.points}
 
-    failed: list[tuple[str, str]] = []
+    failed: list[str] = []
     done = 0
     for path in tqdm(images, desc=f"{model.variant} {model.config.name}", unit="img"):
         try:
-            if amg is None and cli_prompt is None and read_prompt_file(path) is None:
+            prompt = cli_prompt or read_prompt_file(path)
+            image = read_image(path)
+            if amg is None and prompt is None:
                 amg = SamAutomaticMaskGenerator(
                     predictor,
                     points_per_side=args.points_per_side,
@@ -197,15 +394,18 @@ def main(argv: list[str] | None = None) -> int:
                     crop_n_layers=args.crop_n_layers,
                     min_mask_region_area=args.min_mask_region_area,
                 )
-            process_image(path, out_dir, predictor, amg, cli_prompt, args.multimask)
+            out.write(segment(path, image, predictor, amg, prompt, args.multimask))
             done += 1
-        except (OSError, ValueError, json.JSONDecodeError) as e:
-            # OSError covers PIL's UnidentifiedImageError and truncated files; ValueError bad prompt files.
-            tqdm.write(f"failed: {path.name}: {type(e).__name__}: {e}")
-            failed.append((path.name, f"{type(e).__name__}: {e}"))
-    print(f"{done} of {len(images)} images segmented -> {out_dir}")
+        except InputError as e:
+            tqdm.write(f"failed: {e}", file=sys.stderr)
+            failed.append(path.name)
+        except OutputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed.extend(p.name for p in images[done + len(failed) :])
+            break
+    print(f"{done} of {len(images)} images segmented; {len(failed)} failed -> {out.path}")
     if failed:
-        print(f"{len(failed)} failed: {', '.join(name for name, _ in failed)}", file=sys.stderr)
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
 

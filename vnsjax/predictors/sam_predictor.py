@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from vnsjax.modeling.sam import Features, Prompts, Sam, decode, image_features
+from vnsjax.predictors.checks import check_image, check_prompts
 from vnsjax.predictors.prompts import pack_prompts
 from vnsjax.utils.transforms import ResizeLongestSide
 
@@ -49,12 +50,15 @@ class SamPredictor:
     # ---- image -------------------------------------------------------------------------------
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        """Computes and caches the image features. image: HWC uint8, RGB or BGR."""
+        """Computes and caches the image features. image: (H, W, 3) uint8, RGB or BGR.
+
+        Other dtypes and shapes are refused with the conversion to use (`checks.check_image`), never cast. If this
+        raises, no image is set (the previous one is dropped too), so `predict` cannot run on a stale image.
+        """
+        self.reset_image()
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an HWC image with 3 channels, got shape {image.shape}")
+        image = check_image(image)
         if image_format != self.model.image_format:
             image = image[..., ::-1]
         input_image = self.transform.apply_image(np.ascontiguousarray(image, dtype=np.uint8))
@@ -149,9 +153,8 @@ class SamPredictor:
 
     def _run_decoder(self, point_coords, point_labels, boxes, mask_input, *, multimask_output: bool):
         self._require_image()
+        check_prompts(point_coords, point_labels, boxes, mask_input)
         if point_coords is not None:
-            if point_labels is None:
-                raise ValueError("point_labels must be supplied if point_coords is supplied.")
             point_coords = self.transform.apply_coords(np.asarray(point_coords), self.original_size)
         if boxes is not None:
             boxes = self.transform.apply_boxes(np.asarray(boxes, np.float64), self.original_size)
