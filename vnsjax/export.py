@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ import numpy as np
 
 FORMAT = 1
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
 PROMPT_NAMES = ("coords", "labels", "boxes", "box_valid", "mask_input", "mask_valid")
 
 
@@ -189,24 +192,61 @@ def load_exported(path: str | Path) -> ExportedSam:
     return ExportedSam(meta, **blobs)
 
 
+def _is_bundle(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read("meta.json")).get("format") == FORMAT
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vnsjax.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="converted model directory (python -m convert_weights)")
-    p.add_argument("--out", required=True, help="bundle file to write")
+    p.add_argument("--out", required=True, help="bundle file to write (new, or an earlier bundle to replace)")
     p.add_argument("--platforms", default=",".join(DEFAULT_PLATFORMS), help="comma-separated lowering targets")
     p.add_argument("--hq-token-only", action="store_true", help="HQ-SAM: return the HQ mask only")
     args = p.parse_args(argv)
-    from vnsjax.model_dir import load_model
+    platforms = tuple(args.platforms.split(","))
+    if not platforms or not set(platforms) <= set(PLATFORMS):
+        p.error(f"--platforms takes a comma-separated subset of {', '.join(PLATFORMS)}, got {args.platforms!r}")
+    from vnsjax.model_dir import load_model, read_meta
 
+    out = Path(args.out)
     try:
-        model = load_model(args.checkpoint)
-    except (FileNotFoundError, ValueError) as e:
+        variant = read_meta(args.checkpoint)["variant"]
+        if args.hq_token_only and variant != "hq":
+            raise ValueError(f"--hq-token-only applies to HQ-SAM models; {args.checkpoint} is a {variant} model")
+        if out.is_dir() or (out.exists() and not _is_bundle(out)):
+            raise ValueError(f"--out {out} exists and is not a vnsjax export bundle; it is kept, choose another name")
+    except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    data = export_model(model, platforms=tuple(args.platforms.split(",")), hq_token_only=args.hq_token_only)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(data)
+    # The bundle goes to a temporary file beside --out, created now so that an unwritable place is reported
+    # before the export, and renamed at the end so that a failed write leaves no half bundle.
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+    except OSError as e:
+        print(f"error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    try:
+        try:
+            model = load_model(args.checkpoint)
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        data = export_model(model, platforms=platforms, hq_token_only=args.hq_token_only)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, out)
+        except OSError as e:
+            print(f"error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+            return 1
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"exported {model.variant} ({model.config.name}) -> {out} ({len(data) / 1e6:.1f} MB)")
     return 0
 

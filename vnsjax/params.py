@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variant", default="vns", choices=VARIANTS)
     parser.add_argument("--depth", type=int, default=2, help="module path depth of the table rows")
     args = parser.parse_args(argv)
+    if args.depth < 1:
+        parser.error(f"--depth must be at least 1, got {args.depth}")
     model = nnx.eval_shape(lambda: build_sam(args.model_type, args.variant))
     print(f"{args.model_type} / {args.variant}")
     print(format_table(param_table(model, args.variant, args.depth)))
