@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from vnsjax.utils.outputs import OutputError, OutputFile
 
 FORMAT = 1
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
@@ -212,42 +212,26 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--platforms takes a comma-separated subset of {', '.join(PLATFORMS)}, got {args.platforms!r}")
     from vnsjax.model_dir import load_model, read_meta
 
-    out = Path(args.out)
     try:
         variant = read_meta(args.checkpoint)["variant"]
         if args.hq_token_only and variant != "hq":
             raise ValueError(f"--hq-token-only applies to HQ-SAM models; {args.checkpoint} is a {variant} model")
-        if out.is_dir() or (out.exists() and not _is_bundle(out)):
-            raise ValueError(f"--out {out} exists and is not a vnsjax export bundle; it is kept, choose another name")
+        out = OutputFile(args.out, "a vnsjax export bundle", _is_bundle)
+    except (OSError, ValueError, OutputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        model = load_model(args.checkpoint)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    # The bundle goes to a temporary file beside --out, created now so that an unwritable place is reported
-    # before the export, and renamed at the end so that a failed write leaves no half bundle.
+    data = export_model(model, platforms=platforms, hq_token_only=args.hq_token_only)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        os.close(fd)
-        tmp = Path(name)
-    except OSError as e:
-        print(f"error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+        out.write(data)
+    except OutputError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
-    try:
-        try:
-            model = load_model(args.checkpoint)
-        except (OSError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        data = export_model(model, platforms=platforms, hq_token_only=args.hq_token_only)
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, out)
-        except OSError as e:
-            print(f"error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
-            return 1
-    finally:
-        tmp.unlink(missing_ok=True)
-    print(f"exported {model.variant} ({model.config.name}) -> {out} ({len(data) / 1e6:.1f} MB)")
+    print(f"exported {model.variant} ({model.config.name}) -> {out.path} ({len(data) / 1e6:.1f} MB)")
     return 0
 
 

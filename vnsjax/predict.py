@@ -30,14 +30,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFile
 
+from vnsjax.utils.outputs import OutputError
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 PROMPT_COLOUR = (30, 144, 255)  # SAM's demo blue for prompted masks
 MANIFEST = "vnsjax-predict.json"
 PROMPT_KEYS = ("box", "points")
-
-
-class OutputError(Exception):
-    """The output folder cannot be used or written; the run stops (the message names the path)."""
 
 
 class InputError(ValueError):

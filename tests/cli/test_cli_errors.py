@@ -1,17 +1,21 @@
-"""`vnsjax.export` and `vnsjax.params` with bad options: one message, no traceback, checked before any work,
-nothing the user owns replaced."""
+"""`vnsjax.export`, `vnsjax.params` and `vnsjax.vns_score` with bad options: one message, no traceback, checked
+before any work, nothing the user owns replaced."""
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from vnsjax import export, params
 from vnsjax.build_sam import build_sam
+from vnsjax.evaluation import vns_score
 from vnsjax.model_dir import save_model
 
 
@@ -86,7 +90,7 @@ def test_export_unwritable_and_disk_full(sam_dir, tmp_path, capsys, monkeypatch,
     def read_only(**kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(export.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr("vnsjax.utils.outputs.tempfile.mkstemp", read_only)
     assert export.main(["--checkpoint", sam_dir, "--out", str(out), "--platforms", "cpu"]) == 1
     assert capsys.readouterr().err == f"error: cannot write {out}: Permission denied\n"
     assert len(fake_export) == 1  # the second run was refused before the export
@@ -96,3 +100,57 @@ def test_params_bad_depth(capsys):
     with pytest.raises(SystemExit) as exit_:
         params.main(["--model-type", "tiny", "--depth", "0"])
     assert exit_.value.code == 2 and "--depth must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.fixture
+def score_folders(tmp_path):
+    images, masks = tmp_path / "Imgs", tmp_path / "GT"
+    images.mkdir()
+    masks.mkdir()
+    image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    mask = np.zeros((40, 40), np.uint8)
+    mask[10:30, 12:28] = 255
+    Image.fromarray(image).save(images / "a.png")
+    Image.fromarray(mask).save(masks / "a.png")
+    return ["--images", str(images), "--masks", str(masks)]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--images", "nowhere", "--masks", "nowhere"], "--images nowhere is not a folder"),
+        (["--threshold", "nan"], "--threshold must be a finite number, got nan"),
+    ],
+)
+def test_vns_score_bad_options(score_folders, capsys, args, expected):
+    with pytest.raises(SystemExit) as exit_:
+        vns_score.main([*score_folders, *args])
+    assert exit_.value.code == 2 and expected in capsys.readouterr().err
+
+
+def test_vns_score_out(score_folders, tmp_path, capsys, monkeypatch):
+    mine = tmp_path / "notes.csv"
+    mine.write_text("name,age\n")
+    with pytest.raises(SystemExit) as exit_:
+        vns_score.main([*score_folders, "--out", str(mine)])
+    assert exit_.value.code == 1
+    assert capsys.readouterr() == (
+        "",
+        f"error: --out {mine} exists and is not a vns_score CSV; it is kept, choose another name\n",
+    )
+    assert mine.read_text() == "name,age\n"
+
+    out = tmp_path / "scores.csv"
+    out.write_text("file,score\nold.png,0.5\n")  # an earlier output is replaced
+    vns_score.main([*score_folders, "--out", str(out)])
+    assert [r["file"] for r in csv.DictReader(out.read_text().splitlines())] == ["a.png"]
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(SystemExit) as exit_:
+        vns_score.main([*score_folders, "--out", str(out)])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == f"error: cannot write {out}: No space left on device\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["GT", "Imgs", "notes.csv", "scores.csv"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import math
 import sys
 from collections.abc import Iterable, Sequence
@@ -29,6 +30,7 @@ import numpy as np
 
 from vnsjax.evaluation.metrics import binarize_gt
 from vnsjax.evaluation.report import canonical_subset
+from vnsjax.utils.outputs import OutputError, OutputFile
 
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 _MASK_EXTS = (".png", ".bmp", ".jpg", ".tif", ".tiff")
@@ -193,6 +195,15 @@ def summarize_scores(rows: Sequence[dict[str, object]], threshold: float | None 
     return summary
 
 
+def _is_score_csv(path: Path) -> bool:
+    """An earlier --out of this command (its header), which may be replaced."""
+    try:
+        with open(path, newline="") as f:
+            return f.readline().rstrip("\r\n").split(",")[0] == "file"
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, float | int]:
     parser = argparse.ArgumentParser(prog="python -m vnsjax.vns_score", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="VNS-SEG root (with --subset, read through data_pipeline.vns_seg)")
@@ -202,6 +213,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float | int]:
     parser.add_argument("--threshold", type=float, help="select valid images with score <= T (released rule)")
     parser.add_argument("--out", help="per-image CSV path")
     args = parser.parse_args(argv)
+    for flag in ("images", "masks", "data"):
+        if getattr(args, flag) and not Path(getattr(args, flag)).is_dir():
+            parser.error(f"--{flag} {getattr(args, flag)} is not a folder")
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        parser.error(f"--threshold must be a finite number, got {args.threshold}")
+    try:
+        out = OutputFile(args.out, "a vns_score CSV", _is_score_csv) if args.out else None
+    except OutputError as e:
+        parser.exit(1, f"error: {e}\n")
     if args.images and args.masks:
         pairs = pairs_from_dirs(args.images, args.masks)
     elif args.data and args.subset:
@@ -214,12 +234,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float | int]:
     if args.threshold is not None:
         for r in rows:
             r["selected"] = bool(r["valid"]) and float(r["score"]) <= args.threshold
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["file"])
-            writer.writeheader()
-            writer.writerows(rows)
+    if out is not None:
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["file"])
+        writer.writeheader()
+        writer.writerows(rows)
+        try:
+            out.write(text.getvalue().encode())
+        except OutputError as e:
+            parser.exit(1, f"error: {e}\n")
     name = args.subset or args.images
     print(
         f"{name}: {summary['count']}/{summary['total']} valid, mean {summary['mean']:.4f}, std {summary['std']:.4f}, "
