@@ -1,0 +1,5 @@
+import sys
+
+from vnsjax.demo.server import main
+
+sys.exit(main())

@@ -1,0 +1,110 @@
+"""The demo's model calls, all in one place: load, encode an image, decode a prompt, each timed.
+
+Only the predictors' public API is used (`set_image`, `predict`), so a change inside the predictors
+does not reach the server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from vnsjax.build_sam import build_sam
+from vnsjax.model_dir import load_model
+from vnsjax.modeling.sam import Sam
+from vnsjax.predictors.sam_predictor import SamPredictor
+from vnsjax.predictors.vns_predictor import VnsPredictor
+
+
+@dataclasses.dataclass
+class DemoModel:
+    """One model of the page: its predictor holds the features of the image it last encoded (`image_key`)."""
+
+    name: str
+    predictor: SamPredictor
+    random_weights: bool = False
+    image_key: str | None = None
+    sizes_seen: set[tuple[int, int]] = dataclasses.field(default_factory=set)
+
+    @classmethod
+    def from_model(cls, name: str, model: Sam, *, random_weights: bool = False) -> DemoModel:
+        predictor = VnsPredictor(model) if model.variant == "vns" else SamPredictor(model)
+        return cls(name, predictor, random_weights)
+
+    @property
+    def variant(self) -> str:
+        return self.predictor.model.variant
+
+    @property
+    def model_type(self) -> str:
+        return self.predictor.model.config.name
+
+    def set_image(self, key: str, image: np.ndarray) -> float | None:
+        """Encodes `image` (HWC uint8 RGB) unless it is already the current one; returns the encoder time in ms."""
+        if key == self.image_key:
+            return None
+        self.image_key = None  # a failed encode must not leave a stale key behind
+        start = time.perf_counter()
+        self.predictor.set_image(image)
+        jax.block_until_ready(self.predictor.features)  # set_image only dispatches the encoder
+        ms = (time.perf_counter() - start) * 1e3
+        self.image_key = key
+        if image.shape[:2] not in self.sizes_seen:
+            # The masks are resized to the image's size by a program compiled per size: compile it now, so
+            # the first click on this image shows the decoder's time, not a compile.
+            self.warm_points(1)
+            self.sizes_seen.add(image.shape[:2])
+        return ms
+
+    def warmup(self) -> None:
+        """Compiles the encoder and the one-point decoder, so the first click is not a compile."""
+        self.set_image("warmup", np.full((48, 64, 3), 128, np.uint8))
+        self.image_key = None  # the grey image stays in the predictor; warm_points may decode on it
+
+    def warm_points(self, n: int) -> None:
+        """Compiles the decoder for `n` points (0: a box alone) on whatever image is set.
+
+        The predictor pads points (plus one slot) to a power of two: a box, 1, 2-3 and 4-7 points are 4 programs.
+        """
+        points, labels = (np.full((n, 2), 8.0), np.ones(n, np.int32)) if n else (None, None)
+        box = None if n else np.array([4.0, 4.0, 16.0, 16.0])
+        for multimask in (False, True):
+            self.predict(points, labels, box, multimask)
+
+    def predict(
+        self, points: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None, multimask: bool
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Masks (C, H, W) bool, scores (C,), decoder time in ms, on the current image."""
+        start = time.perf_counter()
+        masks, scores, _ = self.predictor.predict(points, labels, box, multimask_output=multimask)
+        return masks, scores, (time.perf_counter() - start) * 1e3
+
+
+def load_models(checkpoints: list[str | Path]) -> list[DemoModel]:
+    """One DemoModel per converted model directory, named after the directory (made unique)."""
+    models, seen = [], set()
+    for directory in checkpoints:
+        model = load_model(directory)
+        name = f"{Path(directory).name} ({model.variant}, {model.config.name})"
+        base, k = name, 2
+        while name in seen:
+            name, k = f"{base} #{k}", k + 1
+        seen.add(name)
+        models.append(DemoModel.from_model(name, model))
+    return models
+
+
+def default_models() -> list[DemoModel]:
+    """What the demo serves without --checkpoint: randomly initialised tiny SAM and VNS-SAM.
+
+    No trained weights ship with vnsjax yet; when a pretrained base does, load it here and drop
+    `random_weights` (the page shows its banner only for models that set it).
+    """
+    return [
+        DemoModel.from_model("SAM tiny", build_sam("tiny", "sam", seed=0), random_weights=True),
+        DemoModel.from_model("VNS-SAM tiny", build_sam("tiny", "vns", seed=0), random_weights=True),
+    ]
