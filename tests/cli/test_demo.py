@@ -40,7 +40,7 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1300,900",
+    "--window-size=1400,950",
 ]
 STARTUP_S = 900  # model build + compiles on 2 shared cores
 WAIT_S = 300
@@ -347,10 +347,12 @@ def test_browser_upload_click_prompts_and_bad_upload(served, browser, tmp_path):
     # Right click adds a background point, a drag sets the box; both go to the models.
     ActionChains(driver).move_to_element_with_offset(canvas, 60, 40).context_click().perform()
     _wait(driver, lambda d: _ready(d) and len(d.execute_script("return state.points")) == 2, "the background point")
-    ActionChains(driver).move_to_element_with_offset(canvas, -120, -80).click_and_hold().move_by_offset(
-        90, 60
-    ).move_by_offset(90, 60).release().perform()
+    ActionChains(driver).move_to_element_with_offset(canvas, -110, -70).click_and_hold().move_by_offset(
+        80, 60
+    ).move_by_offset(80, 60).release().perform()
     _wait(driver, lambda d: _ready(d) and d.execute_script("return state.box") is not None, "the box")
+    expected_box = [w / 2 - 110 / scale, h / 2 - 70 / scale, w / 2 + 50 / scale, h / 2 + 50 / scale]
+    assert np.abs(np.subtract(driver.execute_script("return state.box"), expected_box)).max() < 2 / scale
     assert [p[2] for p in driver.execute_script("return state.points")] == [1, 0]
     _results(driver, len(names))
     assert _error(driver) is None

@@ -171,8 +171,8 @@ class DemoApp:
                 )
         return {"results": results}
 
-    def warmup(self, more_points: tuple[int, ...] = (2, 0, 4)) -> threading.Thread:
-        """Compiles the encoder and the one-point decoder now; 2-3 points, a box alone and 4-7 points in a thread.
+    def warmup(self, more_points: tuple[int, ...] = (2, 0)) -> threading.Thread:
+        """Compiles the encoder and the one-point decoder now; 2-3 points and a box alone in a thread.
 
         The thread takes the model lock one compile at a time, so a click waits for at most one compile.
         """
