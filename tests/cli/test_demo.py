@@ -131,7 +131,8 @@ def served(tmp_path_factory):
     if url is None:
         proc.kill()
         pytest.fail("the demo server did not start:\n" + "".join(log))
-    yield {"url": url, "models": models, "dirs": dirs, "log": log}
+    names = [m.name for m in load_models(dirs)]  # the names the server gives its --checkpoint models
+    yield {"url": url, "models": models, "names": names, "log": log}
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -167,7 +168,7 @@ def test_default_models_are_random_and_say_so(served):
         info = json.loads(r.read())
     assert info["banner"] is None and [m["variant"] for m in info["models"]] == ["sam", "vns"]
     assert info["samples"] == ["camouflage", "low_contrast", "low_light"]
-    assert [m.name for m in load_models(served["dirs"])] == [m["name"] for m in info["models"]]
+    assert served["names"] == [m["name"] for m in info["models"]]
 
 
 @pytest.mark.slow
@@ -308,7 +309,7 @@ def test_browser_upload_click_prompts_and_bad_upload(served, browser, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    driver, names = browser, [m.name for m in load_models(served["dirs"])]
+    driver, names = browser, served["names"]
     _open(driver, served["url"])
     assert not driver.find_element(By.ID, "banner").is_displayed()  # real checkpoints: no random banner
 
