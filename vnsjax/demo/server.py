@@ -137,7 +137,7 @@ class DemoApp:
         h, w = image.shape[:2]
         return {"id": key, "name": name, "width": w, "height": h, "encode_ms": encode_ms}
 
-    def _get(self, key: str) -> dict[str, Any]:
+    def image_entry(self, key: str) -> dict[str, Any]:
         with self.images_lock:
             if key not in self.images:
                 raise BadInput("this image is no longer on the server (too many images since); upload it again")
@@ -149,7 +149,7 @@ class DemoApp:
             return {m.name: m.set_image(key, image) for m in self.models}
 
     def predict(self, body: dict[str, Any]) -> dict[str, Any]:
-        entry = self._get(str(body.get("id")))
+        entry = self.image_entry(str(body.get("id")))
         coords, labels, box = parse_prompt(body)
         multimask = bool(body.get("multimask", False))
         results = []
@@ -213,7 +213,10 @@ class Handler(BaseHTTPRequestHandler):
         self._json({"error": message}, status)
 
     def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise BadInput("the request's Content-Length is not a number") from None
         if length > MAX_UPLOAD_BYTES:
             self.close_connection = True  # the unread body must not be parsed as the next request
             raise BadInput(f"the upload is {length / 2**20:.0f} MiB; the limit is {MAX_UPLOAD_BYTES // 2**20} MiB")
@@ -234,7 +237,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(HTTPStatus.OK, sample.read_bytes(), "image/png")
         if path.startswith("/api/image/"):
             try:
-                entry = self.app._get(path.removeprefix("/api/image/"))
+                entry = self.app.image_entry(path.removeprefix("/api/image/"))
             except BadInput as e:
                 return self._error(HTTPStatus.NOT_FOUND, str(e))
             return self._send(HTTPStatus.OK, entry["jpeg"], "image/jpeg")
