@@ -14,6 +14,8 @@ def released_recipe(model_type: str) -> mlc.ConfigDict:
     c.seed = 42  # released: 42 + rank; here one seed, data shards differ by process
     # Converted SAM checkpoint directory (python -m convert_weights); empty: random base (demo and tests only).
     c.sam_checkpoint = ""
+    # What trains (vnsjax.training.optim): "released" = METI + NSFM, or comma-separated module paths of the model.
+    c.trainable = "released"
 
     # Input: VNS-SEG root with the five training sources (data_pipeline.vns_seg); empty: synthetic data.
     c.data_dir = ""
@@ -43,10 +45,6 @@ def released_recipe(model_type: str) -> mlc.ConfigDict:
     c.eval_subsets = "CAMO"  # held-out subset(s); box prompt, fused mask at the original size
     c.eval_num_images = 50  # first N images of each eval subset; -1: all; 0: no evaluation
     c.progress_bar = True
-
-    # Debugging: inject a NaN loss at this step (tests the non-finite guard); SIGKILL self after this step.
-    c.debug_nan_step = -1
-    c.debug_kill_after_step = -1
     return c
 
 

@@ -32,6 +32,7 @@ from vnsjax.evaluation.report import summarize
 from vnsjax.modeling.sam import Prompts, Sam, decode, image_features
 from vnsjax.modeling.vns_decoder import results_fusion as fuse_results
 from vnsjax.predictors.prompts import pack_prompts
+from vnsjax.training.sharding import to_host
 
 PROMPT_MODES = ("box", "noise_box", "point")
 
@@ -70,6 +71,7 @@ def upsample_logits(low_res: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return transforms.resize_bilinear(np.asarray(low_res, np.float32), (int(size[0]), int(size[1])))
 
 
+@partial(jax.jit, static_argnames=("graphdef", "fusion", "options"))
 def _forward(
     graphdef: nnx.GraphDef,
     state: nnx.State,
@@ -110,9 +112,11 @@ class ModelPredictor:
         self.mask_size = (grid, grid)
         # The options only mean something for their own variant, so several models can share one CLI call.
         options = (("hq_token_only", hq_token_only),) if model.variant == "hq" else ()
+        # One jitted function keyed by the graphdef: a new predictor for the same model structure (the trainer's
+        # periodic evaluation) reuses the compiled program.
         graphdef, self._state = nnx.split(model)
-        self._forward = jax.jit(
-            partial(_forward, graphdef, fusion=results_fusion and model.variant == "vns", options=options)
+        self._forward = partial(
+            _forward, graphdef=graphdef, fusion=results_fusion and model.variant == "vns", options=options
         )
 
     def __call__(self, examples: Sequence[Example]) -> list[np.ndarray]:
@@ -123,7 +127,7 @@ class ModelPredictor:
         packed, _ = pack_prompts(**prompt_arrays(padded, self.prompt), mask_size=self.mask_size)
         images = np.zeros((len(packed.boxes), self.image_size, self.image_size, 3), np.uint8)  # 4x less to transfer
         images[: len(padded)] = np.stack([ex["image1024"] for ex in padded])  # pack_prompts may round B up
-        low_res = np.asarray(self._forward(self._state, images, packed))
+        low_res = to_host(self._forward(state=self._state, images=images, prompts_=packed))
         return [upsample_logits(low_res[i], ex["size"]) for i, ex in enumerate(examples)]
 
 
@@ -172,9 +176,11 @@ def evaluate(
     hq_token_only: bool = False,
     workers: int = 2,
     progress: bool = True,
+    max_images: int = -1,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluates every model on the same images and prompts -> (`report.summarize` summary, per-image records).
 
+    max_images >= 0: only the first `max_images` images of each subset (the trainer's periodic evaluation).
     `models` values are `Sam` models (wrapped in `ModelPredictor`) or ready `Predictor`s. The summary also has
     "absent_subsets" (not found under `data_root`) and "failed" (file, subset, reason of each unusable image).
     """
@@ -204,7 +210,8 @@ def evaluate(
     for subset in vns_seg.resolve_names(subsets):
         found = vns_seg.scan(data_root, subset, skip_bad=True, check_sizes=False)
         absent += found.absent
-        jobs += [(ref, index, sizes, seed, num_points) for index, ref in enumerate(found.examples)]
+        refs = found.examples if max_images < 0 else found.examples[:max_images]
+        jobs += [(ref, index, sizes, seed, num_points) for index, ref in enumerate(refs)]
         for message in found.skipped:
             # scan's message names the image path: "image PATH has no mask (expected ...)".
             match = re.match(r"image (.+) has no mask", message)

@@ -1,10 +1,12 @@
-"""Pieces of VNS-SAM training that are not the loop: base weights, the frozen/trainable split, optimizer, shardings.
+"""The training state: one pytree, made by `init_train_state`, stepped by `step.train_step`, saved as it is.
 
-The model is split once into four nnx states:
-  trainable  METI + NSFM parameters (`vns_decoder.TRAINABLE`): differentiated, Adam state, checkpointed;
-  batch_stats NSFM BatchNorm running statistics: updated every step (train mode), checkpointed;
-  frozen     everything else (image encoder, prompt encoder, SAM's decoder weights): never differentiated,
-             no optimizer state, not checkpointed (rebuilt from `sam_checkpoint` or the seed on resume).
+The model is split once into
+  trainable    the parameters `config.trainable` selects (released: METI + NSFM): differentiated, Adam state;
+  batch_stats  NSFM BatchNorm running statistics: updated every step (train mode);
+  frozen       everything else (image encoder, prompt encoder, SAM's decoder weights): never differentiated,
+               no optimizer state, not checkpointed (rebuilt from `sam_checkpoint` or the seed on resume).
+`TrainState` holds the first two with the optimizer state, the step and the run's RNG key; `frozen` is passed
+beside it; the static half (graphdefs, optimizer, shardings) is a `TrainSetup`.
 """
 
 from __future__ import annotations
@@ -15,26 +17,80 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections as mlc
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
 from vnsjax.build_sam import build_sam
 from vnsjax.model_dir import load_model
 from vnsjax.modeling.sam import Sam
-from vnsjax.modeling.vns_decoder import TRAINABLE
+from vnsjax.training import optim, sharding
+
+
+class TrainState(NamedTuple):
+    trainable: nnx.State
+    batch_stats: nnx.State
+    opt_state: optax.OptState
+    step: jax.Array  # int32 scalar: optimizer updates applied so far
+    # The run's base key (key data). Nothing in the current model is stochastic (prompts are drawn by the data
+    # pipeline, whose state is checkpointed separately); kept so that a stochastic recipe resumes exactly.
+    rng: jax.Array
+
+
+class TrainSetup(NamedTuple):
+    """Everything static about a run's state: closed over by the jitted step, never traced."""
+
+    graphdef: nnx.GraphDef  # BatchNorm in train mode (batch statistics)
+    eval_graphdef: nnx.GraphDef  # BatchNorm in eval mode (running statistics)
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    encoder_dtype: Any
+    shardings: TrainState  # a NamedSharding per leaf of the state
+    mesh: Mesh
 
 
 class Split(NamedTuple):
-    """A model split for functional training; `merge(graphdef, trainable, batch_stats, frozen)` rebuilds it."""
+    """A model split for functional training; `nnx.merge(graphdef, trainable, batch_stats, frozen)` rebuilds it."""
 
-    train_graphdef: Any  # BatchNorm in train mode (batch statistics)
-    eval_graphdef: Any  # BatchNorm in eval mode (running statistics)
+    train_graphdef: nnx.GraphDef
+    eval_graphdef: nnx.GraphDef
     trainable: nnx.State
     batch_stats: nnx.State
     frozen: nnx.State
+
+
+def init_train_state(
+    config: mlc.ConfigDict, mesh: Mesh, steps_per_epoch: int
+) -> tuple[TrainState, nnx.State, TrainSetup]:
+    """Builds the model (random or `config.sam_checkpoint` base), splits it, and places state and frozen base.
+
+    Returns (state at step 0, frozen base, setup). The state is replicated; the frozen encoder is cast to
+    `config.encoder_dtype` and, with `config.shard_encoder`, FSDP-sharded.
+    """
+    split = split_model(build_model(config.model_type, config.seed, config.sam_checkpoint), config.trainable)
+    dtype = jnp.dtype(config.encoder_dtype)
+    frozen_shardings = sharding.state_shardings(
+        split.frozen, mesh, shard_encoder=config.shard_encoder, min_size=config.shard_encoder_min_size
+    )
+    frozen = sharding.put(cast_encoder(split.frozen, dtype), frozen_shardings)
+    tx, schedule = optim.make_optimizer(config, steps_per_epoch)
+    host = TrainState(
+        trainable=split.trainable,
+        batch_stats=split.batch_stats,
+        opt_state=tx.init(split.trainable),
+        step=np.zeros((), np.int32),
+        rng=np.asarray(jax.random.key_data(jax.random.key(config.seed))),
+    )
+    shardings = jax.tree.map(lambda _: sharding.replicated(mesh), host)
+    state = sharding.put(host, shardings)
+    return state, frozen, TrainSetup(split.train_graphdef, split.eval_graphdef, tx, schedule, dtype, shardings, mesh)
+
+
+def eval_model(setup: TrainSetup, state: TrainState, frozen: nnx.State) -> Sam:
+    """The model being trained, in eval mode (BatchNorm running statistics), sharing the state's arrays."""
+    return nnx.merge(setup.eval_graphdef, state.trainable, state.batch_stats, frozen)
 
 
 def load_sam_base(model: Sam, directory: str | Path) -> dict[str, int]:
@@ -72,12 +128,18 @@ def build_model(model_type: str, seed: int, sam_checkpoint: str = "") -> Sam:
     return model
 
 
-def split_model(model: Sam) -> Split:
+def split_model(model: Sam, trainable: str = "released") -> Split:
+    """(train graphdef, eval graphdef, trainable, batch_stats, frozen); `trainable` is `config.trainable`."""
+    wrt = optim.trainable_filter(trainable)
     model.eval()
-    eval_graphdef = nnx.split(model, TRAINABLE, nnx.BatchStat, ...)[0]
+    eval_graphdef = nnx.split(model, wrt, nnx.BatchStat, ...)[0]
     model.train()  # released training: NSFM BatchNorm uses batch statistics (docs/released-code.md#nsfm-batchnorm)
-    graphdef, trainable, batch_stats, frozen = nnx.split(model, TRAINABLE, nnx.BatchStat, ...)
-    return Split(graphdef, eval_graphdef, trainable, batch_stats, frozen)
+    graphdef, params, batch_stats, frozen = nnx.split(model, wrt, nnx.BatchStat, ...)
+    parts = [trainable] if trainable == "released" else [p.strip() for p in trainable.split(",") if p.strip()]
+    for part in parts:  # a mistyped path would otherwise silently train less
+        if not jax.tree.leaves(nnx.state(model, optim.trainable_filter(part))):
+            raise ValueError(f"config.trainable: {part!r} selects no parameter of the {model.config.name} model")
+    return Split(graphdef, eval_graphdef, params, batch_stats, frozen)
 
 
 def cast_encoder(frozen: nnx.State, dtype: Any) -> nnx.State:
@@ -86,82 +148,11 @@ def cast_encoder(frozen: nnx.State, dtype: Any) -> nnx.State:
         return frozen
 
     def cast(path: tuple, x: Any) -> Any:
-        if _keys(path)[:1] == ["image_encoder"] and jnp.issubdtype(x.dtype, jnp.floating):
+        if sharding.path_keys(path)[:1] == ["image_encoder"] and jnp.issubdtype(x.dtype, jnp.floating):
             return x.astype(dtype)
         return x
 
     return jax.tree_util.tree_map_with_path(cast, frozen)
-
-
-def _keys(path: tuple) -> list[str]:
-    return [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
-
-
-def learning_rate_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:
-    """Released StepLR(step_size=decay_epochs, gamma) stepped per epoch, expressed in optimizer steps.
-
-    Update number s (0-based, = Adam's count) belongs to epoch s // steps_per_epoch.
-    """
-    boundary = config.lr_decay_epochs * steps_per_epoch
-    base, gamma = config.lr, config.lr_decay
-
-    def schedule(count: jax.Array) -> jax.Array:
-        return base * jnp.where(count >= boundary, gamma, 1.0)
-
-    return schedule
-
-
-def make_optimizer(config: Any, steps_per_epoch: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    schedule = learning_rate_schedule(config, steps_per_epoch)
-    return optax.adam(schedule, b1=config.b1, b2=config.b2, eps=config.eps), schedule
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Shardings
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def make_mesh() -> Mesh:
-    """Data-parallel mesh over every device of every process. Auto axes: the SAM port relies on reshapes and
-    einsums whose shardings XLA should propagate."""
-    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def fsdp_spec(shape: tuple[int, ...], n: int, min_size: int = 2**18) -> P:
-    """Last axis over "data" for large kernels whose last dimension divides by the mesh size; else replicated."""
-    if n > 1 and len(shape) >= 2 and math.prod(shape) >= min_size and shape[-1] % n == 0:
-        return P(*([None] * (len(shape) - 1)), "data")
-    return P()
-
-
-def state_shardings(state: nnx.State, mesh: Mesh, *, shard_encoder: bool = False, min_size: int = 2**18) -> Any:
-    """A sharding tree for `state`: replicated, or (shard_encoder) FSDP-style for the frozen encoder's kernels."""
-    n = mesh.shape["data"]
-
-    def spec(path: tuple, x: Any) -> NamedSharding:
-        if shard_encoder and _keys(path)[:1] == ["image_encoder"]:
-            return NamedSharding(mesh, fsdp_spec(tuple(x.shape), n, min_size))
-        return NamedSharding(mesh, P())
-
-    return jax.tree_util.tree_map_with_path(spec, state)
-
-
-def put(tree: Any, shardings: Any) -> Any:
-    """Places host-identical values on (possibly multi-process) shardings; works where device_put cannot reach
-    non-addressable devices."""
-
-    def one(x: Any, s: NamedSharding) -> jax.Array:
-        host = np.asarray(jax.device_get(x))
-        return jax.make_array_from_callback(host.shape, s, lambda idx: host[idx])
-
-    return jax.tree.map(one, tree, shardings)
-
-
-def to_host(x: jax.Array) -> np.ndarray:
-    """A replicated (possibly multi-process) array -> NumPy, from this process's first shard."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        return np.asarray(x.addressable_shards[0].data)
-    return np.asarray(x)
 
 
 def count_leaves(tree: Any) -> tuple[int, int]:
