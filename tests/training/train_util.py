@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +51,34 @@ def run(workdir: Path, *overrides: str, devices: int = 1, check: bool = True) ->
     return proc
 
 
+def kill_after(workdir: Path, step: int, *overrides: str, devices: int = 1) -> tuple[int, str]:
+    """Starts a training run and SIGKILLs it from outside once metrics.jsonl has logged `step` (a preemption).
+
+    Returns (return code, stderr). The run may have finished the step after `step` before the signal lands; it
+    cannot have finished the whole run if that is more than a step or two away.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir.parent / f"{workdir.name}.stderr"  # a file, not a pipe: a full pipe would block the run
+    with log.open("w") as err:
+        proc = subprocess.Popen(train_cmd(workdir, *overrides), cwd=ROOT, env=env(devices), stderr=err)
+        deadline = time.monotonic() + 600  # a hang guard, not a timing assertion
+        while proc.poll() is None and time.monotonic() < deadline:
+            if step in metrics(workdir):
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        proc.wait(timeout=60)
+    return proc.returncode, log.read_text()
+
+
 def metrics(workdir: Path) -> dict[int, dict[str, float]]:
-    """metrics.jsonl by step; a step logged twice (before a kill and after the resume) keeps its last entry."""
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    """metrics.jsonl by step; a step logged twice (before a kill and after the resume) keeps its last entry.
+
+    Only complete lines count (the file may be read while a run writes it).
+    """
+    path = workdir / "metrics.jsonl"
+    text = path.read_text() if path.exists() else ""
+    rows = [json.loads(line) for line in text.split("\n")[:-1]]
     return {r["step"]: r for r in rows}
 
 
