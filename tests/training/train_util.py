@@ -61,13 +61,12 @@ def kill_after(workdir: Path, step: int, *overrides: str, devices: int = 1) -> t
     log = workdir.parent / f"{workdir.name}.stderr"  # a file, not a pipe: a full pipe would block the run
     with log.open("w") as err:
         proc = subprocess.Popen(train_cmd(workdir, *overrides), cwd=ROOT, env=env(devices), stderr=err)
-        deadline = time.monotonic() + 600  # a hang guard, not a timing assertion
-        while proc.poll() is None and time.monotonic() < deadline:
-            if step in metrics(workdir):
-                proc.send_signal(signal.SIGKILL)
-                break
+        deadline = time.monotonic() + 1800  # a hang guard, not a timing assertion
+        while proc.poll() is None and step not in metrics(workdir) and time.monotonic() < deadline:
             time.sleep(0.02)
-        proc.wait(timeout=60)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
     return proc.returncode, log.read_text()
 
 
