@@ -3,6 +3,7 @@
 The TFDS builder (``data_pipeline.tfds_builder``) is imported on demand because importing tfds is slow.
 """
 
+from data_pipeline.images import ImageReadError, read_image
 from data_pipeline.pipeline import (
     TRAIN_BATCH_SPEC,
     eval_example,
@@ -23,7 +24,20 @@ from data_pipeline.vns_seg import (
 )
 
 __all__ = [
-    "DataError", "EVAL_SUBSETS", "SEEN", "SUBSETS", "TRAIN_BATCH_SPEC", "TRAIN_SOURCES", "UNSEEN", "VnsSegSource",
-    "eval_example", "make_eval_dataset", "make_train_dataset", "make_train_iterator", "scan",
+    "DataError",
+    "EVAL_SUBSETS",
+    "ImageReadError",
+    "SEEN",
+    "SUBSETS",
+    "TRAIN_BATCH_SPEC",
+    "TRAIN_SOURCES",
+    "UNSEEN",
+    "VnsSegSource",
+    "eval_example",
+    "make_eval_dataset",
+    "make_train_dataset",
+    "make_train_iterator",
+    "read_image",
+    "scan",
     "steps_per_epoch",
 ]

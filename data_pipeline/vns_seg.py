@@ -14,12 +14,10 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 
-import cv2
 import numpy as np
-from PIL import Image
-from skimage import io as skio
 
 from data_pipeline import edges
+from data_pipeline.images import ImageReadError, open_image, read_grey, read_image, read_image_size
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +162,11 @@ def resolve_names(names: str | Iterable[str]) -> list[str]:
 
 
 def _image_size(path: str) -> tuple[int, int]:
-    """(height, width) from the file header; raises DataError naming the file if it cannot be opened."""
+    """(height, width) after a full decode; raises DataError naming the file if it is unreadable or truncated."""
     try:
-        with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except Exception as e:  # PIL raises several unrelated types for corrupt files
-        raise DataError(f"cannot read {path}: {e}") from e
+        return read_image_size(path)
+    except ImageReadError as e:
+        raise DataError(f"cannot read {e}") from e
 
 
 def scan(
@@ -182,8 +179,9 @@ def scan(
     """Lists the examples of the named subsets under ``root``.
 
     A subset whose image folder is missing is reported in ``absent`` (and logged), not raised. An image whose mask
-    is missing, or (``check_sizes``, header-only) whose mask/edge has another size, or which cannot be opened, is a
-    ``DataError`` naming both files; with ``skip_bad`` it is skipped, counted in ``skipped`` and logged at the end.
+    is missing, or (``check_sizes``: every file fully decoded) whose mask/edge has another size, or which is unreadable
+    or truncated, is a ``DataError`` naming the file(s); with ``skip_bad`` it is skipped, counted in ``skipped`` and
+    logged at the end.
     Files are sorted by name so that the order, hence any seeded shuffle, does not depend on the file system.
     """
     root = os.fspath(root)
@@ -245,24 +243,15 @@ def _per_object_masks(gt_dir: str, gt_ext: str) -> dict[str, list[int]]:
     return {stem: sorted(ks) for stem, ks in found.items()}
 
 
-def _imread(path: str) -> np.ndarray:
+def _read_mask(path: str) -> np.ndarray:
+    """The mask file's pixels, fully decoded; a palette becomes its colours (as the released skimage reader does)."""
     try:
-        return np.asarray(skio.imread(path))
-    except Exception as e:
-        raise DataError(f"cannot read {path}: {e}") from e
-
-
-def to_rgb(im: np.ndarray) -> np.ndarray:
-    """Grey -> 3 channels (replicated, as the released loader does); RGBA / grey+alpha -> alpha dropped."""
-    if im.ndim == 2:
-        im = im[:, :, None]
-    if im.shape[2] in (2, 4):  # grey+alpha or RGBA: the released loader would crash; dropping alpha is the fix
-        im = im[:, :, : im.shape[2] - 1]
-    if im.shape[2] == 1:
-        im = np.repeat(im, 3, axis=2)
-    if im.dtype != np.uint8:
-        raise DataError(f"unsupported image dtype {im.dtype}")
-    return np.ascontiguousarray(im)
+        with open_image(path) as im:
+            if im.mode in ("P", "PA"):
+                return np.asarray(im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB"))
+            return np.asarray(im)
+    except ImageReadError as e:
+        raise DataError(f"cannot read {e}") from e
 
 
 def to_mask(gt: np.ndarray) -> np.ndarray:
@@ -271,6 +260,8 @@ def to_mask(gt: np.ndarray) -> np.ndarray:
         gt = gt[:, :, 0]
     if gt.dtype == bool:
         gt = gt.astype(np.uint8)
+    if gt.dtype.kind == "f":
+        raise DataError(f"float masks are not read (dtype {gt.dtype}); save the mask as 8-bit 0/255")
     if gt.max(initial=0) > 255:
         raise DataError(f"mask values exceed 255 (dtype {gt.dtype})")
     gt = gt.astype(np.uint8)
@@ -280,11 +271,11 @@ def to_mask(gt: np.ndarray) -> np.ndarray:
 
 
 def read_boundary(path: str) -> np.ndarray:
-    """A stored edge file as the released loader reads it (cv2 grey, uint8)."""
-    b = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-    if b is None:
-        raise DataError(f"cannot read edge map {path}")
-    return b
+    """A stored edge file as uint8 grey (H, W) (``images.read_grey``)."""
+    try:
+        return read_grey(path)
+    except ImageReadError as e:
+        raise DataError(f"cannot read edge map {e}") from e
 
 
 def load_example(ref: ExampleRef, *, with_boundary: bool = True) -> dict[str, np.ndarray | str]:
@@ -293,10 +284,12 @@ def load_example(ref: ExampleRef, *, with_boundary: bool = True) -> dict[str, np
     ``boundary`` is the undilated edge file (0/255) or, when absent, computed from the mask exactly as
     generate_boundary.py does; ``edges.edge_target`` turns it into the [0, 1] training target.
     """
-    image = _imread(ref.image_path)
     try:
-        image = to_rgb(image)
-        mask = to_mask(_imread(ref.mask_path))
+        image = read_image(ref.image_path)
+    except ImageReadError as e:
+        raise DataError(f"cannot read {e}") from e
+    try:
+        mask = to_mask(_read_mask(ref.mask_path))
     except DataError as e:
         raise DataError(f"{ref.image_path} / {ref.mask_path}: {e}") from e
     if mask.shape != image.shape[:2]:

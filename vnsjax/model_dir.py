@@ -6,8 +6,13 @@ DIR/state/        orbax StandardCheckpointer of the model's full state (params, 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
+import sys
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,50 @@ from vnsjax.modeling.sam import Sam
 
 FORMAT = 1
 META = "vnsjax.json"
+STATE = "state"
+
+
+class ModelDirError(ValueError):
+    """A model directory is missing, incomplete or damaged; the message names the file."""
+
+
+def _not_orbax_echo(record: logging.LogRecord) -> bool:
+    msg = record.getMessage()
+    if "exception was never retrieved" not in msg:
+        return True
+    tb = record.exc_info[2] if record.exc_info else None
+    return not ("orbax" in msg or any("orbax" in frame.filename for frame in traceback.extract_tb(tb)))
+
+
+def _not_orbax_worker_error(record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and "orbax" in record.pathname)
+
+
+@contextlib.contextmanager
+def quiet_orbax_failures() -> Iterator[None]:
+    """Keeps one failed orbax read or write from printing hundreds of lines; the exception itself still propagates.
+
+    On the first failed tensorstore operation orbax closes its private event loop while the others are in flight.
+    Each of their completions then reports `RuntimeError: Event loop is closed` through sys.unraisablehook, each of
+    their tasks logs "... exception was never retrieved", and orbax's worker threads log the failure with a
+    traceback. The first two can arrive after the call has returned, so their filters stay installed; they drop
+    nothing else.
+    """
+    if not getattr(sys.unraisablehook, "vnsjax_quiet", False):
+        previous = sys.unraisablehook
+
+        def hook(arg) -> None:  # noqa: ANN001 - sys.UnraisableHookArgs is not importable
+            if not (isinstance(arg.exc_value, RuntimeError) and str(arg.exc_value) == "Event loop is closed"):
+                previous(arg)
+
+        hook.vnsjax_quiet = True
+        sys.unraisablehook = hook
+        logging.getLogger("asyncio").addFilter(_not_orbax_echo)
+    logging.getLogger("absl").addFilter(_not_orbax_worker_error)
+    try:
+        yield
+    finally:
+        logging.getLogger("absl").removeFilter(_not_orbax_worker_error)
 
 
 def save_model(model: Sam, directory: str | Path, *, source: dict[str, Any] | None = None) -> Path:
@@ -28,8 +77,8 @@ def save_model(model: Sam, directory: str | Path, *, source: dict[str, Any] | No
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
     state = nnx.to_pure_dict(nnx.state(model))
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(directory / "state", state, force=True)
+    with quiet_orbax_failures(), ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(directory / STATE, state, force=True)
     meta = {
         "format": FORMAT,
         "model_type": model.config.name,
@@ -42,28 +91,59 @@ def save_model(model: Sam, directory: str | Path, *, source: dict[str, Any] | No
 
 
 def read_meta(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory) / META
+    """`vnsjax.json` of a model directory, checked; any problem is a `ModelDirError` naming the file."""
+    directory = Path(directory)
+    path = directory / META
+    if not directory.is_dir():
+        raise ModelDirError(
+            f"{directory}: no such model directory. "
+            "Create one with `python -m convert_weights --checkpoint FILE.pth --output DIR`."
+        )
     if not path.is_file():
-        raise FileNotFoundError(
+        raise ModelDirError(
             f"{directory} is not a converted vnsjax model: {META} is missing. "
             "Create one with `python -m convert_weights --checkpoint FILE.pth --output DIR`."
         )
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT or meta.get("variant") not in VARIANTS:
-        raise ValueError(f"{path}: unsupported format {meta.get('format')!r} / variant {meta.get('variant')!r}")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelDirError(f"{path}: not a readable {META} ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("variant") not in VARIANTS:
+        got = meta if not isinstance(meta, dict) else f"format {meta.get('format')!r} / variant {meta.get('variant')!r}"
+        raise ModelDirError(f"{path}: expected format {FORMAT} and a variant in {VARIANTS}, got {got}")
+    config = meta.get("config")
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    if not isinstance(config, dict):
+        raise ModelDirError(f"{path}: no 'config' object (the model geometry: {', '.join(fields)})")
+    missing = [k for k, f in fields.items() if f.default is dataclasses.MISSING and k not in config]
+    unknown = sorted(set(config) - set(fields))
+    if missing or unknown:
+        found = "; ".join(f"{what} {', '.join(k)}" for what, k in (("lacks", missing), ("has unknown", unknown)) if k)
+        raise ModelDirError(f"{path}: 'config' {found} (expected {', '.join(fields)})")
     return meta
 
 
 def load_model(directory: str | Path) -> Sam:
-    """Loads a model written by `save_model` / `python -m convert_weights`."""
+    """Loads a model written by `save_model` / `python -m convert_weights`; problems raise `ModelDirError`."""
     directory = Path(directory).absolute()
     meta = read_meta(directory)
-    cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
-    abstract = nnx.eval_shape(lambda: build_sam(cfg, meta["variant"]))
+    try:
+        cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
+        abstract = nnx.eval_shape(lambda: build_sam(cfg, meta["variant"]))
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise ModelDirError(f"{directory / META}: 'config' does not describe a buildable model ({e})") from e
     graphdef, abstract_state = nnx.split(abstract)
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(abstract_state))
-    with ocp.StandardCheckpointer() as ckptr:
-        restored = ckptr.restore(directory / "state", target)
+    try:
+        with quiet_orbax_failures(), ocp.StandardCheckpointer() as ckptr:
+            restored = ckptr.restore(directory / STATE, target)
+    except Exception as e:  # tensorstore, orbax and OS errors share no base class
+        # tensorstore appends its whole JSON spec to the message; the cause is before it.
+        reason = str(e).split(" [tensorstore_spec=")[0]
+        raise ModelDirError(
+            f"{directory / STATE}: the weights are missing or damaged ({type(e).__name__}: {reason}); "
+            "convert the checkpoint again"
+        ) from e
     nnx.replace_by_pure_dict(abstract_state, restored)
     return nnx.merge(graphdef, abstract_state)
 

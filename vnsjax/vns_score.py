@@ -5,4 +5,4 @@ import sys
 from vnsjax.evaluation.vns_score import main
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(1 if main(sys.argv[1:])["failed"] else 0)  # a skipped unreadable file makes the run fail

@@ -69,7 +69,7 @@ def test_bad_inputs(tiny_pth, tmp_path, capsys):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     assert convert_main(["--checkpoint", str(junk), "--output", out]) == 1
-    assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
+    assert f"{junk}: not a PyTorch checkpoint" in capsys.readouterr().err
     assert convert_main(["--checkpoint", str(path), "--output", out, "--model-type", "vit_b"]) == 1
     assert "shapes are those of tiny" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not a SAM, HQ-SAM or VNS-SAM checkpoint"):

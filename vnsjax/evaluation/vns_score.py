@@ -142,41 +142,52 @@ def pairs_from_dirs(images: str | Path, masks: str | Path) -> list[tuple[Path, P
     return pairs
 
 
-def pairs_from_dataset(root: str | Path, subset: str) -> list[tuple[Path, Path]]:
-    """(image, mask) pairs of a VNS-SEG subset, found by `data_pipeline.vns_seg.scan` (bad files skipped, logged)."""
+def pairs_from_dataset(root: str | Path, subset: str) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(image, mask) pairs of a VNS-SEG subset found by `data_pipeline.vns_seg.scan`, and one message per image
+    without a mask. Pixels are checked when `score_files` reads them, so each file is decoded once."""
     try:
         from data_pipeline import vns_seg
     except ImportError as e:
         raise SystemExit(f"--data/--subset need data_pipeline.vns_seg ({e}); use --images DIR --masks DIR") from e
     try:
-        found = vns_seg.scan(root, [canonical_subset(subset)], skip_bad=True)
+        found = vns_seg.scan(root, [canonical_subset(subset)], skip_bad=True, check_sizes=False)
     except KeyError as e:
         raise SystemExit(str(e)) from e
     if found.absent:
         raise SystemExit(f"subset {subset} not found under {root}")
-    return [(Path(ex.image_path), Path(ex.mask_path)) for ex in found.examples]
+    return [(Path(ex.image_path), Path(ex.mask_path)) for ex in found.examples], found.skipped
 
 
-def score_files(pairs: Iterable[tuple[Path, Path]]) -> list[dict[str, object]]:
-    """One row per image, read as the released script does (cv2 BGR image, grey mask)."""
-    rows = []
+def score_files(pairs: Iterable[tuple[Path, Path]]) -> tuple[list[dict[str, object]], list[str]]:
+    """(one row per scored image, one message per skipped pair).
+
+    Files are fully decoded (`data_pipeline.images`: for 8-bit images and grey masks the pixels of cv2.imread), so a
+    truncated or unreadable image or mask, or a mask of another size, is skipped and named instead of being scored.
+    """
+    from data_pipeline.images import ImageReadError, read_grey, read_image
+
+    rows, failed = [], []
     for img_path, mask_path in pairs:
-        image = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
-        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
-        if image is None or mask is None or image.shape[:2] != mask.shape:
-            # Unreadable or mismatched pair: NaN, so it is counted and excluded like the released NaNs.
-            terms = VnsTerms(*(float("nan"),) * 5)
-        else:
-            terms = vns_terms(image, mask, channel_order="bgr")
+        try:
+            image, mask = read_image(img_path), read_grey(mask_path)
+            if image.shape[:2] != mask.shape:
+                raise ImageReadError(f"{mask_path}: mask is {mask.shape}, image {img_path} is {image.shape[:2]}")
+        except ImageReadError as e:
+            failed.append(str(e))
+            continue
+        terms = vns_terms(image, mask, channel_order="rgb")
         rows.append({"file": img_path.name, **dataclasses.asdict(terms), "valid": terms.valid})
-    return rows
+    return rows, failed
 
 
-def summarize_scores(rows: Sequence[dict[str, object]], threshold: float | None = None) -> dict[str, float | int]:
+def summarize_scores(
+    rows: Sequence[dict[str, object]], threshold: float | None = None, failed: int = 0
+) -> dict[str, float | int]:
     """Mean / std over valid scores (NaN and out-of-[0,1] dropped as released) and the selection count.
 
-    Selection keeps valid images with score <= threshold (the released selection keeps `<=` although its
-    printout says '>='): a high VNS-score means non-salient, so this keeps the *more salient* images.
+    `failed` counts the pairs that could not be read (not in `rows`). Selection keeps valid images with
+    score <= threshold (the released selection keeps `<=` although its printout says '>='): a high VNS-score
+    means non-salient, so this keeps the *more salient* images.
     """
     scores = np.array([r["score"] for r in rows], dtype=np.float64)
     valid = np.array([bool(r["valid"]) for r in rows], dtype=bool)
@@ -184,6 +195,7 @@ def summarize_scores(rows: Sequence[dict[str, object]], threshold: float | None 
     summary: dict[str, float | int] = {
         "count": int(valid.sum()),
         "total": len(rows),
+        "failed": failed,
         "nan": int(np.isnan(scores).sum()),
         "out_of_range": int((~np.isnan(scores) & ~valid).sum()),
         "mean": float(kept.mean()) if len(kept) else float("nan"),
@@ -222,15 +234,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float | int]:
         out = OutputFile(args.out, "a vns_score CSV", _is_score_csv) if args.out else None
     except OutputError as e:
         parser.exit(1, f"error: {e}\n")
+    unpaired: list[str] = []
     if args.images and args.masks:
         pairs = pairs_from_dirs(args.images, args.masks)
     elif args.data and args.subset:
-        pairs = pairs_from_dataset(args.data, args.subset)
+        pairs, unpaired = pairs_from_dataset(args.data, args.subset)
     else:
         parser.error("give --images and --masks, or --data and --subset")
 
-    rows = score_files(pairs)
-    summary = summarize_scores(rows, args.threshold)
+    rows, failed = score_files(pairs)
+    failed = unpaired + failed
+    summary = summarize_scores(rows, args.threshold, failed=len(failed))
     if args.threshold is not None:
         for r in rows:
             r["selected"] = bool(r["valid"]) and float(r["score"]) <= args.threshold
@@ -246,12 +260,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float | int]:
     name = args.subset or args.images
     print(
         f"{name}: {summary['count']}/{summary['total']} valid, mean {summary['mean']:.4f}, std {summary['std']:.4f}, "
-        f"NaN {summary['nan']}, out of [0,1] {summary['out_of_range']}"
+        f"NaN {summary['nan']}, out of [0,1] {summary['out_of_range']}, unreadable (skipped) {summary['failed']}"
     )
     if args.threshold is not None:
         print(f"selected (score <= {args.threshold}): {summary['selected']}")
+    if failed:
+        print(f"skipped {len(failed)} unreadable file(s):\n  " + "\n  ".join(failed), file=sys.stderr)
     return summary
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(1 if main(sys.argv[1:])["failed"] else 0)
