@@ -63,7 +63,7 @@ def test_export_out_is_checked_before_any_work(sam_dir, tmp_path, capsys, fake_e
 def test_export_bad_options(sam_dir, tmp_path, capsys, fake_export):
     out = str(tmp_path / "m.vnsjax")
     assert export.main(["--checkpoint", str(tmp_path / "none"), "--out", out]) == 1
-    assert "vnsjax.json is missing" in capsys.readouterr().err
+    assert f"error: {tmp_path / 'none'}: no such model directory" in capsys.readouterr().err
     assert export.main(["--checkpoint", sam_dir, "--out", out, "--hq-token-only"]) == 1
     assert capsys.readouterr().err == f"error: --hq-token-only applies to HQ-SAM models; {sam_dir} is a sam model\n"
     with pytest.raises(SystemExit) as exit_:

@@ -173,7 +173,7 @@ def test_bad_options_are_one_message(sam_dir, tmp_path, capsys, no_model, args, 
 def test_model_dir_and_impossible_options(sam_dir, tmp_path, capsys, no_model):
     data = _folder(tmp_path / "in", ("a.png",))
     assert main(["--checkpoint", str(tmp_path / "none"), "--input", str(data), "--out", str(tmp_path / "o")]) == 1
-    assert "vnsjax.json is missing" in capsys.readouterr().err
+    assert f"error: {tmp_path / 'none'}: no such model directory" in capsys.readouterr().err
     assert main(["--checkpoint", sam_dir, "--input", str(data), "--output", "vns", "--out", str(tmp_path / "o")]) == 1
     assert capsys.readouterr().err == f"error: --output chooses among VNS-SAM's masks; {sam_dir} is a sam model\n"
     assert not (tmp_path / "o").exists()
