@@ -129,7 +129,10 @@ def infer_config(sd: dict[str, np.ndarray]) -> ModelConfig:
     cfg = ModelConfig("custom", int(c), depth, int(c // head_dim), global_idx, int(grid * patch), int(patch), window)
     for name, known in MODEL_CONFIGS.items():
         if dataclasses.replace(cfg, name=name) == known:
-            return known
+            cfg = known
+    adapter = sd.get(ENC + "blocks.0.adapter.down.weight")  # a vnsjax adapter model exported to PyTorch
+    if adapter is not None:
+        cfg = dataclasses.replace(cfg, encoder_adapter_ratio=adapter.shape[0] / c)
     return cfg
 
 

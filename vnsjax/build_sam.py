@@ -6,6 +6,7 @@ import dataclasses
 
 from flax import nnx
 
+from vnsjax.modeling.adapter import add_adapters
 from vnsjax.modeling.image_encoder import ImageEncoderViT
 from vnsjax.modeling.mask_decoder import MaskDecoder
 from vnsjax.modeling.prompt_encoder import PromptEncoder
@@ -25,6 +26,8 @@ class ModelConfig:
     patch_size: int = 16
     window_size: int = 14
     prompt_embed_dim: int = 256
+    # Bottleneck adapters in every encoder block, hidden width = ratio * width (vnsjax.modeling.adapter); 0: none.
+    encoder_adapter_ratio: float = 0.0
 
     @property
     def image_embedding_size(self) -> int:
@@ -91,10 +94,14 @@ def build_sam(model_type: str | ModelConfig = "vit_b", variant: str = "sam", *, 
     """Builds a randomly initialised model; load weights with vnsjax.load_model or the converter."""
     cfg = get_model_config(model_type)
     rngs = nnx.Rngs(seed)
-    return Sam(
+    model = Sam(
         build_image_encoder(cfg, rngs),
         build_prompt_encoder(cfg, rngs),
         build_mask_decoder(cfg, variant, rngs),
         config=cfg,
         variant=variant,
     )
+    if cfg.encoder_adapter_ratio:
+        # Drawn last, so the base weights equal those of the same seed without adapters.
+        add_adapters(model.image_encoder, cfg.encoder_adapter_ratio, rngs=rngs)
+    return model

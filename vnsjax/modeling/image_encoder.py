@@ -154,6 +154,7 @@ class Block(nnx.Module):
         self.norm2 = layer_norm(dim, 1e-6, rngs=rngs)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio), gelu, rngs=rngs)
         self.window_size = window_size
+        self.adapter: nnx.Module | None = nnx.data(None)  # vnsjax.modeling.adapter.add_adapters
 
     def __call__(self, x: jax.Array) -> jax.Array:
         shortcut = x
@@ -166,6 +167,8 @@ class Block(nnx.Module):
             x = window_unpartition(x, self.window_size, pad_hw, (h, w))
         else:
             x = self.attn(x)
+        if self.adapter is not None:
+            x = self.adapter(x)
         x = shortcut + x
         return x + self.mlp(self.norm2(x))
 
@@ -210,6 +213,9 @@ class ImageEncoderViT(nnx.Module):
                 for i in range(depth)
             ]
         )
+        # Rematerialise each block in the backward pass (training through the encoder): activation memory of
+        # one block instead of all of them, for one extra forward. Static; set by the trainer.
+        self.remat = False
         self.neck = nnx.Sequential(
             torch_conv(embed_dim, out_chans, 1, use_bias=False, rngs=rngs),
             LayerNorm2d(out_chans, rngs=rngs),
@@ -224,7 +230,10 @@ class ImageEncoderViT(nnx.Module):
             x = x + self.pos_embed[...].astype(x.dtype)
         interm = []
         for blk in self.blocks:
-            x = blk(x)
+            x = _remat_block(blk, x) if self.remat else blk(x)
             if blk.window_size == 0:
                 interm.append(x)
         return self.neck(x), interm
+
+
+_remat_block = nnx.remat(lambda blk, x: blk(x))
