@@ -8,7 +8,8 @@ prompt file NAME.json beside the image ({"box": [x0, y0, x1, y1], "points": [[x,
 1 foreground or 0 background; nothing else); otherwise automatic mask generation. For an input file FILE
 (e.g. a.jpg) it writes OUT/FILE_mask{i}.png (0/255), OUT/FILE_overlay.png (masks tinted over the image, the
 prompt drawn: box rectangle, foreground points green, background points red) and OUT/FILE.json (mode, prompt,
-scores, mask files), and lists what it wrote in OUT/vnsjax-predict.json.
+scores, mask files), and lists what it wrote in OUT/vnsjax-predict.json. Images are read by
+data_pipeline.read_image: fully decoded, 16-bit grey scaled by 1/257, float grey in [0, 1] by 255.
 
 OUT may not be the input folder or inside it. A non-empty OUT that this command did not write is refused
 unless --overwrite; even then only files this command wrote are replaced. An image that cannot be used (its
@@ -23,13 +24,13 @@ import json
 import math
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFile
+from PIL import Image, ImageDraw
 
+from data_pipeline.images import ImageReadError, read_image
 from vnsjax.utils.outputs import OutputError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -43,31 +44,6 @@ class InputError(ValueError):
 
 
 # ---- inputs ------------------------------------------------------------------------------------
-
-
-def read_image(path: Path) -> np.ndarray:
-    """The image file as uint8 (H, W, 3) RGB, fully decoded (a truncated file is an error, not a grey band).
-
-    Only 8-bit images are read; a decompression bomb (more than PIL.Image.MAX_IMAGE_PIXELS pixels) is refused.
-    """
-    truncated_ok = ImageFile.LOAD_TRUNCATED_IMAGES
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            ImageFile.LOAD_TRUNCATED_IMAGES = False
-            with Image.open(path) as im:
-                im.load()
-                if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                    raise InputError(f"{path}: {im.mode} (16-bit or float) images are not read; save it as 8-bit")
-                return np.asarray(im.convert("RGB"))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InputError(f"{path}: refused as a possible decompression bomb ({e})") from e
-    except InputError:
-        raise
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for damaged files
-        raise InputError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = truncated_ok
 
 
 def _number(v: Any) -> bool:
@@ -394,7 +370,7 @@ def run(args: argparse.Namespace, images: list[Path], out: OutputFolder) -> int:
                 )
             out.write(segment(path, image, predictor, amg, prompt, args.multimask))
             done += 1
-        except InputError as e:
+        except (InputError, ImageReadError) as e:
             tqdm.write(f"failed: {e}", file=sys.stderr)
             failed.append(path.name)
         except OutputError as e:

@@ -174,6 +174,12 @@ def test_model_dir_and_impossible_options(sam_dir, tmp_path, capsys, no_model):
     data = _folder(tmp_path / "in", ("a.png",))
     assert main(["--checkpoint", str(tmp_path / "none"), "--input", str(data), "--out", str(tmp_path / "o")]) == 1
     assert f"error: {tmp_path / 'none'}: no such model directory" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "vnsjax.json").write_text("{not json")
+    assert main(["--checkpoint", str(corrupt), "--input", str(data), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {corrupt / 'vnsjax.json'}: not a readable vnsjax.json") and err.count("\n") == 1
     assert main(["--checkpoint", sam_dir, "--input", str(data), "--output", "vns", "--out", str(tmp_path / "o")]) == 1
     assert capsys.readouterr().err == f"error: --output chooses among VNS-SAM's masks; {sam_dir} is a sam model\n"
     assert not (tmp_path / "o").exists()
@@ -194,7 +200,9 @@ BAD_PROMPTS = {
 
 def test_folder_run_skips_bad_images_and_prompt_files(sam_dir, tmp_path, capsys):
     data = _folder(tmp_path / "in", ("a.jpg", "a.png", *(f"{name}.png" for name in BAD_PROMPTS)))
-    (data / "a.json").write_text('{"box": [4, 4, 40, 30], "points": [[20, 20, 1]]}')
+    prompt = '{"box": [4, 4, 40, 30], "points": [[20, 20, 1]]}'
+    for name in ("a", "sixteen", "float"):
+        (data / f"{name}.json").write_text(prompt)
     for name, (text, _) in BAD_PROMPTS.items():
         (data / f"{name}.json").write_text(text)
     png = io.BytesIO()
@@ -202,20 +210,21 @@ def test_folder_run_skips_bad_images_and_prompt_files(sam_dir, tmp_path, capsys)
     (data / "truncated.png").write_bytes(png.getvalue()[: len(png.getvalue()) // 2])
     (data / "broken.jpg").write_bytes(b"not an image")
     (data / "bomb.png").write_bytes(_bomb_png())
+    # Converted as data_pipeline.read_image documents: 16-bit grey / 257, float grey in [0, 1] * 255.
     Image.fromarray(np.full((48, 64), 40000, np.uint16)).save(data / "sixteen.png")
     Image.fromarray(np.full((48, 64), 0.5, np.float32)).save(data / "float.tiff")
+    Image.fromarray(np.full((48, 64), 2.0, np.float32)).save(data / "float_big.tiff")
     bad_images = {
-        "truncated.png": "not a readable image",
+        "truncated.png": "truncated (OSError: image file is truncated",
         "broken.jpg": "not a readable image",
-        "bomb.png": "refused as a possible decompression bomb",
-        "sixteen.png": "I;16 (16-bit or float) images are not read; save it as 8-bit",
-        "float.tiff": "F (16-bit or float) images are not read; save it as 8-bit",
+        "bomb.png": "refused: it declares 400000000 pixels",
+        "float_big.tiff": "float image with values in [2, 2]; only floats in [0, 1] are read (scaled by 255)",
     }
     out = tmp_path / "out"
     assert main(["--checkpoint", sam_dir, "--input", str(data), "--out", str(out)]) == 1
     cap = capsys.readouterr()
     n_bad = len(BAD_PROMPTS) + len(bad_images)
-    assert f"2 of {n_bad + 2} images segmented; {n_bad} failed" in cap.out
+    assert f"4 of {n_bad + 4} images segmented; {n_bad} failed" in cap.out
     assert "Traceback" not in cap.err
     lines = [line[len("failed: ") :] for line in cap.err.splitlines() if line.startswith(f"failed: {data}")]
     reasons = dict(line.split(": ", 1) for line in lines)
@@ -223,17 +232,21 @@ def test_folder_run_skips_bad_images_and_prompt_files(sam_dir, tmp_path, capsys)
         assert message in reasons[f"{data / name}.json"]
     for name, message in bad_images.items():
         assert message in reasons[str(data / name)]
-    assert sorted(p.name for p in data.iterdir() if p.suffix == ".json") == [
-        "a.json",
-        *sorted(f"{n}.json" for n in BAD_PROMPTS),
-    ]
+    prompt_files = ["a.json", "float.json", "sixteen.json", *(f"{n}.json" for n in BAD_PROMPTS)]
+    assert sorted(p.name for p in data.iterdir() if p.suffix == ".json") == sorted(prompt_files)
 
     def strict(value):
         raise AssertionError(f"{value} in JSON output")
 
-    for name in ("a.jpg", "a.png"):
+    for name in ("a.jpg", "a.png", "sixteen.png", "float.tiff"):
         record = json.loads((out / f"{name}.json").read_text(), parse_constant=strict)
         assert record["image"] == str(data / name) and record["prompt"]["box"] == [4.0, 4.0, 40.0, 30.0]
         assert (out / f"{name}_mask0.png").is_file() and (out / f"{name}_overlay.png").is_file()
+    for name, grey in (("sixteen.png", round(40000 / 257)), ("float.tiff", round(0.5 * 255))):
+        # Untinted overlay pixels (outside the mask, away from the drawn box) are the image the model was given.
+        overlay = np.asarray(Image.open(out / f"{name}_overlay.png"))
+        clear = np.asarray(Image.open(out / f"{name}_mask0.png")) == 0
+        clear[:36, :46] = False
+        assert clear.any() and (overlay[clear] == grey).all()
     written = json.loads((out / MANIFEST).read_text())["files"]
     assert sorted(written) == sorted(p.name for p in out.iterdir() if p.name != MANIFEST)
