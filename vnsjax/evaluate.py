@@ -24,6 +24,7 @@ from vnsjax.evaluation import coco
 from vnsjax.evaluation.report import format_markdown, write_reports
 from vnsjax.evaluation.runner import PROMPT_MODES, evaluate
 from vnsjax.model_dir import load_model
+from vnsjax.utils.outputs import OutputError, check_out_dir
 
 
 def _model_names(directories: Sequence[str]) -> list[str]:
@@ -87,10 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return coco_main(args)
     if args.out is None:
         args.out = "results"
-
     try:
+        check_out_dir(args.out, [f"{args.stem}{suffix}" for suffix in (".md", ".json", "_per_image.csv")])
         models = {name: load_model(d) for name, d in zip(_model_names(args.checkpoint), args.checkpoint, strict=True)}
-    except (FileNotFoundError, ValueError) as e:
+    except (OutputError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for name, m in models.items():
@@ -136,7 +137,7 @@ def coco_main(args: argparse.Namespace) -> int:
         image_ids = sorted(gt.getImgIds())[: args.max_images]
         split = coco.read_split(args.split, gt, image_ids) if args.split else None
         models = {name: load_model(d) for name, d in zip(names, args.checkpoint, strict=True)}
-    except (coco.CocoInputError, FileNotFoundError, ValueError) as e:
+    except (coco.CocoInputError, OutputError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for name, m in models.items():

@@ -154,3 +154,22 @@ def test_vns_score_out(score_folders, tmp_path, capsys, monkeypatch):
     assert exit_.value.code == 1
     assert capsys.readouterr().err == f"error: cannot write {out}: No space left on device\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["GT", "Imgs", "notes.csv", "scores.csv"]
+
+
+def test_evaluate_out_is_checked_before_any_work(sam_dir, tmp_path, capsys):
+    """--out that is a user's file, or a folder of the user's files, stops the run before a model is loaded."""
+    from vnsjax import evaluate
+
+    user_file = tmp_path / "results"
+    user_file.write_text("mine")
+    missing_data = tmp_path / "no-such-data"  # would fail later: the --out check must come first
+    assert evaluate.main(["--checkpoint", str(sam_dir), "--data", str(missing_data), "--out", str(user_file)]) == 1
+    assert f"--out {user_file} exists and is not a directory" in capsys.readouterr().err
+    assert user_file.read_text() == "mine"
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    assert evaluate.main(["--checkpoint", str(sam_dir), "--data", str(missing_data), "--out", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "notes.txt" in err and "Traceback" not in err
+    assert (folder / "notes.txt").read_text() == "keep"

@@ -19,6 +19,8 @@ from vnsjax import evaluate as evaluate_cli
 from vnsjax.evaluation import coco as C
 from vnsjax.evaluation import metrics as M
 from vnsjax.evaluation.vns_score import vns_score
+from vnsjax.utils import outputs
+from vnsjax.utils.outputs import OutputError
 
 pycocotools = pytest.importorskip("pycocotools")
 from pycocotools import mask as mask_utils  # noqa: E402
@@ -236,20 +238,20 @@ def test_out_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pyt
     names = list(C.output_names(["m"]).values())
     file_out = tmp_path / "file"
     file_out.write_text("mine")
-    with pytest.raises(C.CocoInputError, match="not a directory"):
+    with pytest.raises(OutputError, match="not a directory"):
         C.check_out_dir(file_out, names)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(C.CocoInputError, match="notes.txt"):
+    with pytest.raises(OutputError, match="notes.txt"):
         C.check_out_dir(foreign, names)
     own = tmp_path / "own"
     own.mkdir()
     (own / "coco_results.md").write_text("earlier run")
     assert C.check_out_dir(own, names) == own  # an earlier run's outputs may be replaced
     assert C.check_out_dir(tmp_path / "new" / "deeper", names) == tmp_path / "new" / "deeper"
-    monkeypatch.setattr(C.os, "access", lambda *a: False)  # running as root, chmod cannot make a folder read-only
-    with pytest.raises(C.CocoInputError, match="not writable"):
+    monkeypatch.setattr(outputs.os, "access", lambda *a: False)  # running as root, chmod cannot make a folder read-only
+    with pytest.raises(OutputError, match="not writable"):
         C.check_out_dir(tmp_path / "new", names)
     monkeypatch.undo()
 

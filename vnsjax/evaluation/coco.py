@@ -28,7 +28,6 @@ import dataclasses
 import io
 import json
 import math
-import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
@@ -48,6 +47,7 @@ from vnsjax.evaluation.vns_score import vns_score
 from vnsjax.modeling.sam import Prompts, Sam, decode, image_features
 from vnsjax.modeling.vns_decoder import results_fusion as fuse_results
 from vnsjax.predictors.prompts import bucket, pack_prompts
+from vnsjax.utils.outputs import check_out_dir  # noqa: F401  (re-exported: the COCO command's check)
 from vnsjax.utils.transforms import ResizeLongestSide
 
 VNS_THRESHOLD = 0.7  # the paper's COCO-S / COCO-NS threshold (Sec. V-D)
@@ -638,31 +638,6 @@ def output_names(model_names: Sequence[str]) -> dict[str, str]:
         "objects": "coco_per_object.csv",
     }
     return names | {f"segm:{m}": f"segm_{m.replace('/', '_')}.json" for m in model_names}
-
-
-def check_out_dir(path: str | Path, names: Sequence[str]) -> Path:
-    """Refuses an --out that is a file, cannot be written, or holds files other than this run's outputs.
-
-    An earlier run's outputs (same names) may be replaced; anything else the user put there is never touched.
-    """
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise CocoInputError(f"--out {out} exists and is not a directory")
-    if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in set(names))
-        if foreign:
-            raise CocoInputError(
-                f"--out {out} already holds files this run does not write ({', '.join(foreign[:5])}"
-                f"{', ...' if len(foreign) > 5 else ''}); choose an empty or new directory"
-            )
-        probe = out
-    else:
-        probe = next((p for p in out.absolute().parents if p.exists()), Path("/"))
-        if not probe.is_dir():
-            raise CocoInputError(f"--out {out}: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise CocoInputError(f"--out {out}: {probe} is not writable")
-    return out
 
 
 def _json_safe(obj: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -47,3 +47,28 @@ class OutputFile:
             raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from e
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def check_out_dir(path: str | os.PathLike, names: Sequence[str]) -> Path:
+    """Refuses an --out that is a file, cannot be written, or holds files other than this run's outputs.
+
+    An earlier run's outputs (same names) may be replaced; anything else the user put there is never touched.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} exists and is not a directory")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in set(names))
+        if foreign:
+            raise OutputError(
+                f"--out {out} already holds files this run does not write ({', '.join(foreign[:5])}"
+                f"{', ...' if len(foreign) > 5 else ''}); choose an empty or new directory"
+            )
+        probe = out
+    else:
+        probe = next((p for p in out.absolute().parents if p.exists()), Path("/"))
+        if not probe.is_dir():
+            raise OutputError(f"--out {out}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {out}: {probe} is not writable")
+    return out
