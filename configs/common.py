@@ -23,6 +23,8 @@ def released_recipe(model_type: str) -> mlc.ConfigDict:
     c.synthetic_images = 0  # per subset, generated into WORKDIR/data when data_dir is empty
     c.num_workers = 2  # grain worker processes per host
     c.batch_size = 16  # global: 4 per GPU x 4 GPUs in the release
+    # Skip (and log) a training example that cannot be read, at the start-up scan or mid-run, instead of stopping.
+    c.skip_bad = False
 
     # Optimizer and schedule: Adam, lr 1e-3, StepLR(10, 0.1) per epoch, 12 epochs.
     c.lr = 1e-3
@@ -45,6 +47,9 @@ def released_recipe(model_type: str) -> mlc.ConfigDict:
     c.eval_subsets = "CAMO"  # held-out subset(s); box prompt, fused mask at the original size
     c.eval_num_images = 50  # first N images of each eval subset; -1: all; 0: no evaluation
     c.progress_bar = True
+    # Resuming a workdir with another batch_size, or a step count below the checkpoint's, is refused unless True
+    # (then recorded in WORKDIR/config_changes.jsonl).
+    c.allow_config_change = False
     return c
 
 

@@ -10,6 +10,7 @@ Evaluation, per image: the exact 1024 x 1024 resize and the three prompt modes, 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -46,11 +47,45 @@ def _plane(x: np.ndarray) -> np.ndarray:
     return x[:, :, 0] if x.ndim == 3 else x
 
 
-def as_source(root_or_source: Source, names: str | Sequence[str], *, with_boundary: bool = True) -> Sequence:
-    """A directory becomes a ``VnsSegSource`` of ``names``; anything else (e.g. ``tfds.data_source``) is kept."""
+def as_source(
+    root_or_source: Source, names: str | Sequence[str], *, with_boundary: bool = True, skip_bad: bool = False
+) -> Sequence:
+    """A directory becomes a ``VnsSegSource`` of ``names``; anything else (e.g. ``tfds.data_source``) is kept.
+
+    ``skip_bad``: files the start-up scan rejects are skipped, and an example that fails to decode later is
+    replaced by the next readable one (``SkipBadSource``).
+    """
     if isinstance(root_or_source, (str, os.PathLike)):
-        return vns_seg.VnsSegSource(root_or_source, names, with_boundary=with_boundary)
-    return root_or_source
+        root_or_source = vns_seg.VnsSegSource(root_or_source, names, with_boundary=with_boundary, skip_bad=skip_bad)
+    return SkipBadSource(root_or_source) if skip_bad else root_or_source
+
+
+class SkipBadSource:
+    """A random-access source whose unreadable example (``DataError``) is replaced by the next readable one.
+
+    The replacement of index i is the first readable of i + 1, i + 2, ... (mod len): a function of the index
+    alone, so the stream stays deterministic and a resumed run reads the same examples, never stopping at the same
+    bad file again. Each bad index is logged once per process and counted in ``skipped``.
+    """
+
+    def __init__(self, source: Sequence):
+        self.source = source
+        self.skipped: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> Any:
+        n = len(self.source)
+        for k in range(n):
+            j = (index + k) % n
+            try:
+                return self.source[j]
+            except vns_seg.DataError as e:
+                if j not in self.skipped:
+                    self.skipped.add(j)
+                    logging.warning("skip_bad: skipped training example %d (%d so far): %s", j, len(self.skipped), e)
+        raise vns_seg.DataError(f"skip_bad: none of the {n} training examples can be read")
 
 
 def augment(record: Mapping[str, Any], rng: np.random.Generator, *, output_size: int = OUTPUT_SIZE) -> dict:
@@ -99,6 +134,7 @@ def make_train_dataset(
     num_epochs: int | None = None,
     subsets: str | Sequence[str] = "train",
     image_size: int = OUTPUT_SIZE,
+    skip_bad: bool = False,
 ) -> grain.MapDataset:
     """Random-access training dataset of batches (see ``TRAIN_BATCH_SPEC``).
 
@@ -109,7 +145,7 @@ def make_train_dataset(
     shard_index, shard_count = resolve_shard(shard_index, shard_count)
     shuffle_seed, augment_seed = _seeds(seed, 2)
     (prompt_seed,) = _seeds(seed, 1, shard_index + 1)
-    ds = grain.MapDataset.source(as_source(root_or_source, subsets))
+    ds = grain.MapDataset.source(as_source(root_or_source, subsets, skip_bad=skip_bad))
     ds = ds.shuffle(seed=shuffle_seed).repeat(num_epochs)
     ds = ds.random_map(functools.partial(augment, output_size=image_size), seed=augment_seed)
     ds = ds[shard_index::shard_count]
@@ -130,6 +166,7 @@ def make_train_iterator(
     num_epochs: int | None = None,
     subsets: str | Sequence[str] = "train",
     image_size: int = OUTPUT_SIZE,
+    skip_bad: bool = False,
 ) -> grain.DatasetIterator:
     """Checkpointable iterator of training batches (``get_state`` / ``set_state``, ``grain.checkpoint``).
 
@@ -137,11 +174,11 @@ def make_train_iterator(
     ``tfds.data_source("vns_seg/train", ...)``. ``num_workers > 0`` processes batches in worker processes
     (``mp_prefetch``); ``num_threads``/``prefetch`` bound the in-process threads and buffer (in batches).
     The stream for a seed is the same whatever ``num_workers`` and ``num_threads`` are. ``image_size`` is the
-    square training size (1024 for SAM; smaller for the tiny demo model).
+    square training size (1024 for SAM; smaller for the tiny demo model). ``skip_bad``: see ``as_source``.
     """
     ds = make_train_dataset(root_or_source, batch_size=batch_size, seed=seed, shard_index=shard_index,
                             shard_count=shard_count, num_epochs=num_epochs, subsets=subsets,
-                            image_size=image_size)
+                            image_size=image_size, skip_bad=skip_bad)
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
     if num_workers > 0:
         from absl import flags

@@ -15,8 +15,10 @@ config.json.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +34,7 @@ from vnsjax.model_dir import save_model
 from vnsjax.modeling.sam import Sam
 from vnsjax.training import sharding
 from vnsjax.training.checkpoints import TrainCheckpoints
+from vnsjax.training.config_check import ConfigError, override_error, resume_changes, validate_config
 from vnsjax.training.logs import Logs
 from vnsjax.training.state import eval_model, init_train_state
 from vnsjax.training.step import jit_train_step
@@ -44,18 +47,28 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     checkpoints before it are kept).
     """
     # --- Config ---------------------------------------------------------------------------------------------------
+    validate_config(config)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((workdir / "config.json").read_text()) if (workdir / "config.json").is_file() else None
+    ckpts = TrainCheckpoints(
+        workdir / "checkpoints", keep=config.keep_checkpoints, save_every_steps=config.checkpoint_every_steps
+    )
+    data_dir = prepare_data(config, workdir)
+    local_batch, steps_per_epoch, total_steps = step_counts(config, data_dir)
+    changes = {}
+    if ckpts.latest_step is not None:
+        try:
+            changes = resume_changes(previous, config, ckpts.latest_step, total_steps)
+        except ConfigError:
+            ckpts.close()
+            raise
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(config.to_json(indent=2) + "\n")
 
     # --- Mesh -----------------------------------------------------------------------------------------------------
     mesh = sharding.make_mesh()
     batch_sharding = sharding.batch_sharding(mesh)
-
-    # --- Data -----------------------------------------------------------------------------------------------------
-    data_dir = prepare_data(config, workdir)
-    local_batch, steps_per_epoch, total_steps = step_counts(config, data_dir)
 
     # --- Init or restore the train state --------------------------------------------------------------------------
     state, frozen, setup = init_train_state(config, mesh, steps_per_epoch)
@@ -68,13 +81,15 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
         num_workers=config.num_workers,
         subsets=config.train_subsets,
         image_size=MODEL_CONFIGS[config.model_type].img_size,
-    )
-    ckpts = TrainCheckpoints(
-        workdir / "checkpoints", keep=config.keep_checkpoints, save_every_steps=config.checkpoint_every_steps
+        skip_bad=config.skip_bad,
     )
     if ckpts.latest_step is not None:
         state = ckpts.restore(ckpts.latest_step, state, data_iter)
         print(f"Resumed from {workdir / 'checkpoints'} at step {ckpts.latest_step}", flush=True)
+        if changes and jax.process_index() == 0:
+            print(f"allow_config_change: resuming with {changes} ([checkpoint, now])", flush=True)
+            with (workdir / "config_changes.jsonl").open("a") as f:
+                f.write(json.dumps({"step": ckpts.latest_step, "changes": changes}) + "\n")
     start = int(sharding.to_host(state.step))
 
     # --- Step -----------------------------------------------------------------------------------------------------
@@ -106,6 +121,8 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
                 evaluation = evaluate(eval_model(setup, state, frozen), config, data_dir)
                 logs.eval(step, evaluation)
                 tick = time.perf_counter()
+        # The step the weights are at: below `start` only when a smaller num_train_steps was accepted on resume.
+        total_steps = max(total_steps, start)
         if jax.process_count() == 1:
             # A model directory like the converter's, so predict / evaluate / export take the fine-tuned model.
             save_model(
@@ -145,14 +162,12 @@ def prepare_data(config: mlc.ConfigDict, workdir: Path) -> str:
 
 def step_counts(config: mlc.ConfigDict, data_dir: str) -> tuple[int, int, int]:
     """(per-process batch, steps per epoch, total steps) from the config and the training set's size."""
-    if config.batch_size % jax.device_count() or config.batch_size % jax.process_count():
-        raise ValueError(f"batch_size {config.batch_size} must divide by {jax.device_count()} devices")
     local_batch = config.batch_size // jax.process_count()
-    num_train = len(vns_seg.VnsSegSource(data_dir, config.train_subsets))
+    num_train = len(vns_seg.VnsSegSource(data_dir, config.train_subsets, skip_bad=config.skip_bad))
     per_epoch = pipeline.steps_per_epoch(num_train, batch_size=local_batch, shard_count=jax.process_count())
     steps_per_epoch = config.steps_per_epoch if config.steps_per_epoch > 0 else per_epoch
     if steps_per_epoch < 1:
-        raise ValueError(f"{num_train} training images are fewer than one batch of {config.batch_size}")
+        raise ConfigError(f"config.batch_size = {config.batch_size}: more than the {num_train} training images")
     total = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
     return local_batch, steps_per_epoch, total
 
@@ -193,7 +208,11 @@ def main(argv: Sequence[str]) -> None:
             num_processes=flags_.num_processes,
             process_id=flags_.process_id,
         )
-    train(flags_.config, flags_.workdir)
+    try:
+        train(flags_.config, flags_.workdir)
+    except (ConfigError, vns_seg.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _define_flags() -> None:
@@ -213,5 +232,12 @@ def _define_flags() -> None:
 if __name__ == "__main__":
     from absl import app
 
+    from absl import flags
+
     _define_flags()
-    app.run(main)
+    try:  # an unknown --config.KEY fails here, in ml_collections, with three chained tracebacks
+        argv = flags.FLAGS(sys.argv)
+    except Exception as e:
+        print(f"error: {override_error(sys.argv, e, flags.FLAGS['config'].parser.parse)}", file=sys.stderr)
+        sys.exit(2)
+    app.run(main, flags_parser=lambda _: argv)  # parsed above; a second parse redefines the override flags
