@@ -230,9 +230,7 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    from absl import flags
+    from absl import app, flags
 
     _define_flags()
     try:  # an unknown --config.KEY fails here, in ml_collections, with three chained tracebacks
