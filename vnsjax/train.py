@@ -30,7 +30,7 @@ import ml_collections as mlc
 from data_pipeline import pipeline, vns_seg
 from vnsjax.build_sam import MODEL_CONFIGS
 from vnsjax.evaluation import runner
-from vnsjax.model_dir import save_model
+from vnsjax.model_dir import ModelDirError, save_model
 from vnsjax.modeling.sam import Sam
 from vnsjax.training import sharding
 from vnsjax.training.checkpoints import TrainCheckpoints
@@ -210,7 +210,7 @@ def main(argv: Sequence[str]) -> None:
         )
     try:
         train(flags_.config, flags_.workdir)
-    except (ConfigError, vns_seg.DataError) as e:
+    except (ConfigError, ModelDirError, vns_seg.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -37,11 +37,11 @@ def test_batch_not_divisible_by_devices(monkeypatch):
 def test_sam_checkpoint_missing_or_corrupt(tmp_path):
     config = demo.get_config("smoke")
     config.sam_checkpoint = str(tmp_path / "none")
-    with pytest.raises(ConfigError, match="config.sam_checkpoint: .*none is not a directory"):
+    with pytest.raises(ConfigError, match="config.sam_checkpoint: .*none: no such model directory"):
         validate_config(config)
     (tmp_path / "vnsjax.json").write_text("{")
     config.sam_checkpoint = str(tmp_path)
-    with pytest.raises(ConfigError, match=r"vnsjax.json is not valid JSON"):
+    with pytest.raises(ConfigError, match=r"config.sam_checkpoint: .*vnsjax.json: not a readable vnsjax.json"):
         validate_config(config)
 
 

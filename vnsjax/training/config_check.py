@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import jax
 import ml_collections as mlc
 
 from vnsjax.build_sam import MODEL_CONFIGS
-from vnsjax.model_dir import META, read_meta
+from vnsjax.model_dir import STATE, ModelDirError, read_meta
 
 
 class ConfigError(ValueError):
@@ -98,18 +97,16 @@ def validate_config(config: mlc.ConfigDict) -> None:
 
 
 def check_model_dir(directory: str) -> None:
-    """A converted SAM model directory (vnsjax.json + state/); the message names the missing or corrupt file."""
-    path = Path(directory)
+    """A converted SAM model directory (vnsjax.json + state/); the message names the missing or corrupt file.
+
+    Damaged weights inside state/ are found when the model loads (also a `ModelDirError`, caught by the command).
+    """
     try:
-        if not path.is_dir():
-            raise FileNotFoundError(f"{directory} is not a directory")
-        read_meta(path)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"config.sam_checkpoint: {path / META} is not valid JSON ({e})") from None
-    except (FileNotFoundError, ValueError) as e:
+        read_meta(directory)
+    except ModelDirError as e:
         raise ConfigError(f"config.sam_checkpoint: {e}") from None
-    if not (path / "state").is_dir():
-        raise ConfigError(f"config.sam_checkpoint: {path / 'state'} is missing (the model's weights)")
+    if not (Path(directory) / STATE).is_dir():
+        raise ConfigError(f"config.sam_checkpoint: {Path(directory) / STATE} is missing (the model's weights)")
 
 
 def resume_changes(previous: dict[str, Any] | None, config: mlc.ConfigDict, ckpt_step: int, total_steps: int) -> dict:
