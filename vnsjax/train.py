@@ -36,8 +36,8 @@ from data_pipeline import pipeline, transforms, vns_seg
 from data_pipeline import prompts as data_prompts
 from vnsjax.evaluation import metrics as seg_metrics
 from vnsjax.model_dir import save_model
-from vnsjax.modeling.sam import Features, Prompts, Sam, embed_prompts, image_features
-from vnsjax.modeling.vns_decoder import VnsOutput
+from vnsjax.modeling.mask_decoder import DecoderOutput
+from vnsjax.modeling.sam import Features, Prompts, Sam
 from vnsjax.predictors.prompts import bucket, pack_prompts
 from vnsjax.training import state as ts
 from vnsjax.training.checkpoints import TrainCheckpoints
@@ -49,24 +49,14 @@ from vnsjax.training.step import training_prompts
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def vns_forward(model: Sam, features: Features, p: Prompts) -> VnsOutput:
-    sparse, sparse_mask, dense = embed_prompts(model, p)
+def vns_forward(model: Sam, features: Features, p: Prompts) -> DecoderOutput:
     # hq_token_only: SAM's own mask/IoU heads have no loss in the released training, so they are skipped.
-    return model.mask_decoder(
-        features.embedding,
-        model.prompt_encoder.get_dense_pe(),
-        sparse,
-        dense,
-        False,
-        features=features.neck,
-        sparse_mask=sparse_mask,
-        hq_token_only=True,
-    )
+    return model.decode(features, p, multimask_output=False, hq_token_only=True)
 
 
 def loss_and_terms(model: Sam, batch: dict[str, jax.Array], dtype: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
     e = model.config.image_embedding_size
-    features = image_features(model, batch["image"], dtype=dtype, frozen_encoder=True)
+    features = model.image_features(batch["image"], dtype=dtype, frozen_encoder=True)
     out = vns_forward(model, features, training_prompts(batch, (4 * e, 4 * e)))
     return vns_total_loss(
         out.edge[:, 0], out.interm_mask[:, 0], out.interm_edge[:, 0], out.fused_mask[:, 0], batch["mask"], batch["edge"]
@@ -251,7 +241,7 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     @jax.jit
     def eval_step(trainable, batch_stats, frozen, images, prompts):
         model = nnx.merge(eval_graphdef, trainable, batch_stats, frozen)
-        features = image_features(model, images, dtype=encoder_dtype, frozen_encoder=True)
+        features = model.image_features(images, dtype=encoder_dtype, frozen_encoder=True)
         return vns_forward(model, features, prompts).fused_mask[:, 0]
 
     eval_set = []

@@ -29,8 +29,7 @@ from tqdm import tqdm
 from data_pipeline import pipeline, prompts, transforms, vns_seg
 from vnsjax.evaluation.metrics import evaluate_image
 from vnsjax.evaluation.report import summarize
-from vnsjax.modeling.sam import Prompts, Sam, decode, image_features
-from vnsjax.modeling.vns_decoder import results_fusion as fuse_results
+from vnsjax.modeling.sam import Prompts, Sam, eval_view
 from vnsjax.predictors.prompts import pack_prompts
 
 PROMPT_MODES = ("box", "noise_box", "point")
@@ -76,16 +75,11 @@ def _forward(
     images: jax.Array,
     prompts_: Prompts,
     *,
-    fusion: bool,
     options: tuple[tuple[str, Any], ...],
 ) -> jax.Array:
     """Encoder + decoder in one program: (B, S, S, 3) 0..255 images, one prompt each -> (B, h, w) logits."""
     model = nnx.merge(graphdef, state)
-    features = image_features(model, images)
-    low_res, _, extras = decode(model, features, prompts_, multimask_output=False, **dict(options))
-    if fusion:
-        low_res = fuse_results(extras)
-    return low_res[:, 0]
+    return model.decode(model.image_features(images), prompts_, multimask_output=False, **dict(options)).masks[:, 0]
 
 
 class ModelPredictor:
@@ -108,12 +102,10 @@ class ModelPredictor:
         self.image_size = model.config.img_size
         grid = 4 * model.config.image_embedding_size  # low-res mask size (256 at 1024 input)
         self.mask_size = (grid, grid)
-        # The options only mean something for their own variant, so several models can share one CLI call.
-        options = (("hq_token_only", hq_token_only),) if model.variant == "hq" else ()
-        graphdef, self._state = nnx.split(model)
-        self._forward = jax.jit(
-            partial(_forward, graphdef, fusion=results_fusion and model.variant == "vns", options=options)
-        )
+        # Each option means something for its own variant only, so several models can share one CLI call.
+        options = type(model.mask_decoder).options_for(hq_token_only=hq_token_only, results_fusion=results_fusion)
+        graphdef, self._state = nnx.split(eval_view(model))
+        self._forward = jax.jit(partial(_forward, graphdef, options=tuple(sorted(options.items()))))
 
     def __call__(self, examples: Sequence[Example]) -> list[np.ndarray]:
         if not 0 < len(examples) <= self.batch_size:
