@@ -22,7 +22,6 @@ import torch
 from convert_weights.mapping import load_state_dict
 from tests.torch_ref.sam import build_torch_sam, torch_state_dict
 from vnsjax import MODEL_CONFIGS, build_sam
-from vnsjax.modeling.sam import decode, image_features
 from vnsjax.predictors.prompts import pack_prompts
 
 
@@ -56,11 +55,11 @@ def main() -> None:
 
     @jax.jit
     def encode(state, images):
-        return image_features(nnx.merge(graphdef, state), images)
+        return nnx.merge(graphdef, state).image_features(images)
 
     @jax.jit
     def dec(state, feats, prompts):
-        return decode(nnx.merge(graphdef, state), feats, prompts, multimask_output=True)[:2]
+        return nnx.merge(graphdef, state).decode(feats, prompts, multimask_output=True)[:2]
 
     rows = []
     with torch.inference_mode():

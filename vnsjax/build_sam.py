@@ -1,4 +1,10 @@
-"""Model configurations and builders (segment_anything/build_sam.py)."""
+"""Model configurations, the decoder registry and builders (segment_anything/build_sam.py).
+
+`DECODERS` is the one place that maps a variant name to its mask decoder. Everything else about a variant is
+on the decoder class (vnsjax.modeling.mask_decoder): what it computes per image (`FEATURES`), the options its
+call takes (`OPTIONS`) and what its training optimises (`TRAINABLE`). A new variant is its decoder module plus
+one line here.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,17 @@ from flax import nnx
 from vnsjax.modeling.adapter import add_adapters
 from vnsjax.modeling.image_encoder import ImageEncoderViT
 from vnsjax.modeling.mask_decoder import MaskDecoder
+from vnsjax.modeling.mask_decoder_hq import MaskDecoderHQ
 from vnsjax.modeling.prompt_encoder import PromptEncoder
 from vnsjax.modeling.sam import Sam
+from vnsjax.modeling.vns_decoder import VnsDecoder
 
-VARIANTS = ("sam", "hq", "vns")
+DECODERS: dict[str, type[MaskDecoder]] = {
+    "sam": MaskDecoder,
+    "hq": MaskDecoderHQ,
+    "vns": VnsDecoder,
+}
+VARIANTS = tuple(DECODERS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,18 +89,16 @@ def build_prompt_encoder(cfg: ModelConfig, rngs: nnx.Rngs) -> PromptEncoder:
     )
 
 
-def build_mask_decoder(cfg: ModelConfig, variant: str, rngs: nnx.Rngs) -> nnx.Module:
-    if variant == "sam":
-        return MaskDecoder(transformer_dim=cfg.prompt_embed_dim, rngs=rngs)
-    if variant == "hq":
-        from vnsjax.modeling.mask_decoder_hq import MaskDecoderHQ
+def get_decoder_class(variant: str) -> type[MaskDecoder]:
+    if variant not in DECODERS:
+        raise ValueError(f"Unknown variant {variant!r}; expected one of {VARIANTS}.")
+    return DECODERS[variant]
 
-        return MaskDecoderHQ(transformer_dim=cfg.prompt_embed_dim, vit_dim=cfg.encoder_embed_dim, rngs=rngs)
-    if variant == "vns":
-        from vnsjax.modeling.vns_decoder import VnsDecoder
 
-        return VnsDecoder(transformer_dim=cfg.prompt_embed_dim, vit_dim=cfg.encoder_embed_dim, rngs=rngs)
-    raise ValueError(f"Unknown variant {variant!r}; expected one of {VARIANTS}.")
+def build_mask_decoder(cfg: ModelConfig, variant: str, rngs: nnx.Rngs) -> MaskDecoder:
+    return get_decoder_class(variant).build(
+        transformer_dim=cfg.prompt_embed_dim, vit_dim=cfg.encoder_embed_dim, rngs=rngs
+    )
 
 
 def build_sam(model_type: str | ModelConfig = "vit_b", variant: str = "sam", *, seed: int = 0) -> Sam:

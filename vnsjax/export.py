@@ -6,17 +6,17 @@ The bundle is a zip: `meta.json` (img_size, variant, mask size, feature and prom
 serialised `jax.export.Exported` per function:
 
     encoder.bin         (image (1, S, S, 3) float32 0..255 padded bottom/right, hw (1, 2) int32) -> features
-    decoder_multi.bin   (*features, *prompts) -> (low-res mask logits (b, 3, 4h, 4w), scores (b, 3))
+    decoder_multi.bin   (features, *prompts) -> (low-res mask logits (b, 3, 4h, 4w), scores (b, 3))
     decoder_single.bin  same with one mask per prompt ((b, 1, 4h, 4w), (b, 1))
 
-features: SAM (embedding,); HQ-SAM (embedding, interm0..3); VNS-SAM (embedding, interm0..3, nsfm_m, nsfm_g):
-everything the variant's decoder reads, so VNS-SAM's prompt-independent NSFM runs once per image, in the
-encoder. prompts: coords (b, n, 2) in the padded input frame, labels (b, n) int32 (1 fg, 0 bg, -1 SAM's
-not-a-point, -10 padding), boxes (b, 4), box_valid (b,), mask_input (b, 4h, 4w) logits, mask_valid (b,).
-The number of prompts b and of points n are symbolic, so one blob serves any prompt batch.
+features: a dict of the per-image arrays the decoder reads, names in `meta["features"]`: "embedding" and the
+mask decoder's own per-image features (HQ-SAM: "hq_features" (1, 4h, 4w, 32); VNS-SAM: the NSFM "nsfm_m",
+"nsfm_g"), so everything prompt-independent runs once per image, in the encoder. prompts: coords (b, n, 2) in
+the padded input frame, labels (b, n) int32 (1 fg, 0 bg, -1 SAM's not-a-point, -10 padding), boxes (b, 4),
+box_valid (b,), mask_input (b, 4h, 4w) logits, mask_valid (b,). The number of prompts b and of points n are
+symbolic, so one blob serves any prompt batch.
 
-`load_exported(FILE)` needs only jax (`jax.export.deserialize`), not this package's model code.
-"""
+`load_exported(FILE)` needs only jax (`jax.export.deserialize`), not this package's model code."""
 
 from __future__ import annotations
 
@@ -35,56 +35,30 @@ import numpy as np
 
 from vnsjax.utils.outputs import OutputError, OutputFile
 
-FORMAT = 1
+FORMAT = 2  # 2: features by name, the decoder's own per-image features (1: a tuple incl. the encoder's interm maps)
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
 PROMPT_NAMES = ("coords", "labels", "boxes", "box_valid", "mask_input", "mask_valid")
 
 
-def _feature_names(variant: str) -> tuple[str, ...]:
-    interm = tuple(f"interm{i}" for i in range(4))
-    return {"sam": ("embedding",), "hq": ("embedding", *interm), "vns": ("embedding", *interm, "nsfm_m", "nsfm_g")}[
-        variant
-    ]
-
-
-def _flatten_features(features, variant: str) -> tuple[jax.Array, ...]:
-    out = (features.embedding,)
-    if variant in ("hq", "vns"):
-        out += tuple(features.interm)
-    if variant == "vns":
-        out += tuple(features.neck)
-    return out
-
-
-def _unflatten_features(flat: tuple[jax.Array, ...], variant: str):
-    from vnsjax.modeling.sam import Features
-
-    if variant == "sam":
-        return Features(flat[0], [])
-    interm = list(flat[1:5])
-    return Features(flat[0], interm, tuple(flat[5:7]) if variant == "vns" else None)
-
-
 def export_model(model, *, platforms: tuple[str, ...] = DEFAULT_PLATFORMS, hq_token_only: bool = False) -> bytes:
-    """Exports `model` (any variant) and returns the bundle's bytes."""
-    from vnsjax.modeling.sam import Prompts, decode, image_features
+    """Exports `model` (any variant, run in inference mode; `model` is not changed) and returns the bundle's bytes."""
+    from vnsjax.modeling.sam import Features, Prompts, eval_view
 
-    variant = model.variant
-    if variant == "vns":
-        model.eval()  # NSFM BatchNorm on running statistics
+    model = eval_view(model)
     s = model.img_size
     mh, mw = model.prompt_encoder.mask_input_size
-    options = {"hq_token_only": hq_token_only} if variant == "hq" else {}
+    options = type(model.mask_decoder).options_for(hq_token_only=hq_token_only)
 
     # The model is closed over, so its parameters are lowered as constants of the exported programs.
-    def encode(image: jax.Array, hw: jax.Array) -> tuple[jax.Array, ...]:
-        return _flatten_features(image_features(model, image, hw), variant)
+    def encode(image: jax.Array, hw: jax.Array) -> dict[str, jax.Array]:
+        features = model.image_features(image, hw)
+        return {"embedding": features.embedding, **features.decoder}
 
     image_spec = jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32)
     hw_spec = jax.ShapeDtypeStruct((1, 2), jnp.int32)
     enc = jax.export.export(jax.jit(encode), platforms=platforms)(image_spec, hw_spec)
-    feature_specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in enc.out_avals]
+    feature_specs = jax.tree.unflatten(enc.out_tree, [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in enc.out_avals])
 
     b, n = jax.export.symbolic_shape("b, n")
     prompt_specs = [
@@ -95,27 +69,31 @@ def export_model(model, *, platforms: tuple[str, ...] = DEFAULT_PLATFORMS, hq_to
         jax.ShapeDtypeStruct((b, mh, mw), jnp.float32),
         jax.ShapeDtypeStruct((b,), jnp.bool_),
     ]
-    nf = len(feature_specs)
     blobs = {"encoder.bin": enc.serialize()}
     for name, multimask in (("decoder_multi.bin", True), ("decoder_single.bin", False)):
 
-        def dec(*args: jax.Array, multimask: bool = multimask) -> tuple[jax.Array, jax.Array]:
-            features = _unflatten_features(args[:nf], variant)
-            masks, scores, _ = decode(model, features, Prompts(*args[nf:]), multimask_output=multimask, **options)
-            return masks, scores
+        def dec(features: dict[str, jax.Array], *prompts: jax.Array, multimask: bool = multimask):
+            decoder_features = {k: v for k, v in features.items() if k != "embedding"}
+            out = model.decode(
+                Features(features["embedding"], decoder_features),
+                Prompts(*prompts),
+                multimask_output=multimask,
+                **options,
+            )
+            return out.masks, out.iou_predictions
 
-        blobs[name] = jax.export.export(jax.jit(dec), platforms=platforms)(*feature_specs, *prompt_specs).serialize()
+        blobs[name] = jax.export.export(jax.jit(dec), platforms=platforms)(feature_specs, *prompt_specs).serialize()
 
     meta = {
         "format": FORMAT,
-        "variant": variant,
+        "variant": model.variant,
         "model_type": model.config.name,
         "img_size": s,
         "mask_size": [mh, mw],
         "mask_threshold": float(model.mask_threshold),
         "image_format": model.image_format,
         "pixel_mean_std_applied_inside": True,
-        "features": list(_feature_names(variant)),
+        "features": sorted(feature_specs),
         "prompts": list(PROMPT_NAMES),
         "platforms": list(platforms),
         "hq_token_only": hq_token_only,
@@ -141,18 +119,18 @@ class ExportedSam:
     def img_size(self) -> int:
         return int(self.meta["img_size"])
 
-    def encode(self, image_padded: np.ndarray, hw: tuple[int, int] | np.ndarray | None = None) -> tuple[jax.Array, ...]:
+    def encode(self, image_padded: np.ndarray, hw: tuple[int, int] | np.ndarray | None = None) -> dict[str, jax.Array]:
         """image_padded: (S, S, 3) or (1, S, S, 3), 0..255 RGB resized to the long side and zero-padded;
-        hw: the size before padding (default: the whole square). Returns the feature tuple `meta["features"]`."""
+        hw: the size before padding (default: the whole square). Returns the features `meta["features"]` by name."""
         x = jnp.asarray(image_padded, jnp.float32)
         if x.ndim == 3:
             x = x[None]
         hw = np.array([self.img_size] * 2 if hw is None else hw, np.int32).reshape(1, 2)
-        return tuple(self.encoder.call(x, jnp.asarray(hw)))
+        return self.encoder.call(x, jnp.asarray(hw))
 
     def decode(
         self,
-        features: tuple[jax.Array, ...],
+        features: dict[str, jax.Array],
         coords: np.ndarray,
         labels: np.ndarray,
         boxes: np.ndarray | None = None,
@@ -179,16 +157,19 @@ class ExportedSam:
             np.asarray(mask_input is not None if mask_valid is None else mask_valid, bool) * np.ones(b, bool),
         )
         fn = self.decoder_multi if multimask_output else self.decoder_single
-        return tuple(fn.call(*features, *(jnp.asarray(a) for a in args)))
+        return tuple(fn.call(features, *(jnp.asarray(a) for a in args)))
 
 
 def load_exported(path: str | Path) -> ExportedSam:
     with zipfile.ZipFile(path) as z:
         meta = json.loads(z.read("meta.json"))
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: unsupported export format {meta.get('format')!r}")
-        blobs = {n: jax.export.deserialize(bytearray(z.read(f"{n}.bin"))) for n in ("encoder", "decoder_multi")}
-        blobs["decoder_single"] = jax.export.deserialize(bytearray(z.read("decoder_single.bin")))
+            raise ValueError(
+                f"{path}: export format {meta.get('format')!r}, this version reads format {FORMAT}; "
+                "export the model again with `python -m vnsjax.export`"
+            )
+        names = ("encoder", "decoder_multi", "decoder_single")
+        blobs = {n: jax.export.deserialize(bytearray(z.read(f"{n}.bin"))) for n in names}
     return ExportedSam(meta, **blobs)
 
 
@@ -210,11 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     platforms = tuple(args.platforms.split(","))
     if not platforms or not set(platforms) <= set(PLATFORMS):
         p.error(f"--platforms takes a comma-separated subset of {', '.join(PLATFORMS)}, got {args.platforms!r}")
+    from vnsjax.build_sam import get_decoder_class
     from vnsjax.model_dir import load_model, read_meta
 
     try:
         variant = read_meta(args.checkpoint)["variant"]
-        if args.hq_token_only and variant != "hq":
+        if args.hq_token_only and "hq_token_only" not in get_decoder_class(variant).OPTIONS:
             raise ValueError(f"--hq-token-only applies to HQ-SAM models; {args.checkpoint} is a {variant} model")
         out = OutputFile(args.out, "a vnsjax export bundle", _is_bundle)
     except (OSError, ValueError, OutputError) as e:

@@ -13,20 +13,12 @@ from collections import defaultdict
 import jax
 from flax import nnx
 
-from vnsjax.build_sam import MODEL_CONFIGS, VARIANTS, build_sam
+from vnsjax.build_sam import MODEL_CONFIGS, VARIANTS, build_sam, get_decoder_class
 
 
 def trainable_filter(variant: str) -> nnx.filterlib.Filter:
     """What the released training of a variant optimises (SAM: everything, as a whole-model fine-tune)."""
-    if variant == "vns":
-        from vnsjax.modeling.vns_decoder import TRAINABLE
-
-        return TRAINABLE
-    if variant == "hq":
-        from vnsjax.modeling.mask_decoder_hq import TRAINABLE
-
-        return TRAINABLE
-    return nnx.Param
+    return get_decoder_class(variant).TRAINABLE
 
 
 def count(state: nnx.State) -> int:

@@ -308,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_options(parser, args)
+    from vnsjax.build_sam import get_decoder_class
     from vnsjax.model_dir import read_meta
+    from vnsjax.modeling.vns_decoder import VnsDecoder
 
     inp = Path(args.input)
     if not inp.exists():
@@ -320,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         variant = read_meta(args.checkpoint)["variant"]
-        if args.output is not None and variant != "vns":
+        if args.output is not None and not issubclass(get_decoder_class(variant), VnsDecoder):
             raise ValueError(f"--output chooses among VNS-SAM's masks; {args.checkpoint} is a {variant} model")
         out = OutputFolder.open(Path(args.out), inp, overwrite=args.overwrite)
     except (OSError, ValueError, OutputError) as e:
@@ -342,10 +344,7 @@ def run(args: argparse.Namespace, images: list[Path], out: OutputFolder) -> int:
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if model.variant == "vns":
-        predictor = VnsPredictor(model, output=args.output or "fused")
-    else:
-        predictor = SamPredictor(model)
+    predictor = SamPredictor(model) if args.output is None else VnsPredictor(model, output=args.output)
     amg = None  # built on the first image without a prompt: its jitted post-processing is only needed then
     cli_prompt = None
     if args.box is not None or args.points:

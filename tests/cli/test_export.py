@@ -1,4 +1,4 @@
-"""`vnsjax.export`: the serialised encoder + decoder agree with the live model (1 and 3 prompts, SAM and VNS)."""
+"""`vnsjax.export`: the serialised encoder + decoder agree with the live model (1 and 3 prompts, every variant)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,28 @@ import numpy as np
 import pytest
 
 from vnsjax.build_sam import build_sam
-from vnsjax.export import _flatten_features, load_exported, main
+from vnsjax.export import load_exported, main
 from vnsjax.model_dir import save_model
-from vnsjax.modeling.sam import decode, image_features
+from vnsjax.modeling.sam import eval_view
 from vnsjax.predictors.prompts import pack_prompts
 
 TOL = 1e-5
 
 
-@pytest.mark.parametrize("variant", ["sam", "vns"])
+# Per-image features each variant's bundle carries: (name, shape at the tiny config). HQ-SAM carries its one
+# compressed feature, not the encoder's four ViT-width maps.
+FEATURES = {
+    "sam": {"embedding": (1, 16, 16, 256)},
+    "hq": {"embedding": (1, 16, 16, 256), "hq_features": (1, 64, 64, 32)},
+    "vns": {"embedding": (1, 16, 16, 256), "nsfm_m": (1, 64, 64, 32), "nsfm_g": (1, 16, 16, 256)},
+}
+
+
+@pytest.mark.parametrize("variant", ["sam", "hq", "vns"])
 def test_exported_matches_live(variant, tmp_path):
     model = build_sam("tiny", variant, seed=3)
-    model.eval()
     ckpt = save_model(model, tmp_path / "ckpt")
+    model = eval_view(model)  # the bundle runs the model in inference mode (NSFM BatchNorm on running stats)
     bundle = tmp_path / "model.vnsjax"
     # cpu only keeps the test fast; the CLI default also lowers for cuda and tpu.
     assert main(["--checkpoint", str(ckpt), "--out", str(bundle), "--platforms", "cpu"]) == 0
@@ -33,11 +42,12 @@ def test_exported_matches_live(variant, tmp_path):
     image[0, :192] = rng.uniform(0, 255, (192, 256, 3))
     hw = np.array([[192, 256]], np.int32)
     feats = exported.encode(image, hw[0])
-    live = image_features(model, jnp.asarray(image), jnp.asarray(hw))
-    live_flat = _flatten_features(live, variant)
-    assert len(feats) == len(live_flat) == len(exported.meta["features"])
-    for a, b in zip(feats, live_flat, strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=TOL, rtol=TOL)
+    assert {k: v.shape for k, v in feats.items()} == FEATURES[variant]
+    assert exported.meta["features"] == sorted(FEATURES[variant])
+    live = model.image_features(jnp.asarray(image), jnp.asarray(hw))
+    live_by_name = {"embedding": live.embedding, **live.decoder}
+    for name, a in feats.items():
+        np.testing.assert_allclose(np.asarray(a), np.asarray(live_by_name[name]), atol=TOL, rtol=TOL, err_msg=name)
 
     for b, n_points in ((1, 2), (3, 5)):  # b and n are symbolic: one blob, several shapes
         prompts, _ = pack_prompts(
@@ -50,7 +60,7 @@ def test_exported_matches_live(variant, tmp_path):
         prompts = jax.tree.map(lambda x, b=b: x[:b], prompts)  # drop pack_prompts' bucket padding
         for multimask in (True, False):
             masks, scores = exported.decode(feats, *prompts, multimask_output=multimask)
-            want_masks, want_scores, _ = decode(model, live, prompts, multimask_output=multimask)
+            want_masks, want_scores, _ = model.decode(live, prompts, multimask_output=multimask)
             c = 3 if multimask and variant == "sam" else 1
             assert masks.shape == (b, c, 64, 64) and scores.shape[0] == b
             np.testing.assert_allclose(np.asarray(masks), np.asarray(want_masks), atol=TOL, rtol=TOL)

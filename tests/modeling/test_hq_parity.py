@@ -41,7 +41,9 @@ def _models():
 
 @functools.partial(nnx.jit, static_argnames=("multimask", "hq_only"))
 def _forward(model, emb, pe, sparse, dense, interm, multimask, hq_only):
-    return model(emb, pe, sparse, dense, multimask, hq_only, interm)
+    features = model.image_features(emb, interm)
+    out = model(emb, pe, sparse, dense, features=features, multimask_output=multimask, hq_token_only=hq_only)
+    return out.masks, out.iou_predictions
 
 
 def _nhwc(x) -> np.ndarray:

@@ -45,7 +45,7 @@ def _bumped(model, bump, emb, pe, sparse, dense, interm):
         return out._replace(queries=out.queries + bump, interm_queries=out.interm_queries + bump)
 
     with mock.patch.object(VnsDecoder, "run_transformer", patched):
-        return model(emb, pe, sparse, dense, False, features=model.neck_features(interm))
+        return model(emb, pe, sparse, dense, features=model.image_features(emb, interm), multimask_output=False)
 
 
 def test_released_token_indexing():

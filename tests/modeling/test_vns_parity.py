@@ -14,7 +14,7 @@ from flax import nnx
 
 from convert_weights.mapping import LAYOUTS, iter_torch_keys, load_state_dict
 from vnsjax.build_sam import MODEL_CONFIGS
-from vnsjax.modeling.vns_decoder import TRAINABLE, VnsDecoder, VnsOutput
+from vnsjax.modeling.vns_decoder import EXTRAS, TRAINABLE, VnsDecoder
 
 torch = pytest.importorskip("torch")
 
@@ -24,7 +24,7 @@ from tests.torch_ref.vns_decoder import VnsSamDecoder  # noqa: E402
 TSV = Path(__file__).parents[1] / "fixtures" / "state-dict-keys.tsv"
 VIT_WIDTH = {"vit_b": 768, "vit_l": 1024, "vit_h": 1280}
 CFG = MODEL_CONFIGS["tiny"]
-OUTPUTS = VnsOutput._fields
+OUTPUTS = ("iou_predictions", *EXTRAS)  # every named output of a call (DecoderOutput attributes)
 
 
 def _tsv_rows(model: str) -> dict[str, tuple[list[int], str]]:
@@ -64,7 +64,8 @@ def test_flax_keys_shapes_and_trainable_set_equal_checkpoint(model):
 
 @functools.partial(nnx.jit, static_argnames=("multimask",))
 def _forward(model, emb, pe, sparse, dense, interm, multimask):
-    return model(emb, pe, sparse, dense, multimask, features=model.neck_features(interm))
+    features = model.image_features(emb, interm)
+    return model(emb, pe, sparse, dense, features=features, multimask_output=multimask)
 
 
 def _nhwc(x: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from vnsjax import SamPredictor, VnsPredictor, build_sam
-from vnsjax.modeling.sam import decode, image_features
+from vnsjax.modeling.sam import eval_view
 from vnsjax.predictors.prompts import pack_prompts
 
 
@@ -29,12 +29,13 @@ def test_predict_matches_direct_model_call(setup):
     resized = pred.transform.apply_image(image)
     padded = np.zeros((1, 256, 256, 3), np.float32)
     padded[0, : resized.shape[0], : resized.shape[1]] = resized
-    feats = image_features(model, padded, np.array([resized.shape[:2]]))
+    live = eval_view(model)
+    feats = live.image_features(padded, np.array([resized.shape[:2]]))
     prompts, _ = pack_prompts(boxes=pred.transform.apply_boxes(box[None], (180, 240)), mask_size=(64, 64))
-    fused, iou, out = decode(model, feats, prompts)
+    fused, iou, out = live.decode(feats, prompts)
     assert np.abs(np.asarray(fused[0]) - low_res).max() <= 1e-5
     assert np.abs(np.asarray(iou[0]) - scores).max() <= 1e-5
-    assert pred.features.neck is not None  # NSFM cached with the image
+    assert set(pred.features.decoder) == {"nsfm_m", "nsfm_g"}  # NSFM cached with the image
 
 
 def test_batched_equals_one_at_a_time(setup):

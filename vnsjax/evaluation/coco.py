@@ -44,8 +44,7 @@ from data_pipeline.transforms import resize_bilinear
 from vnsjax.evaluation.metrics import boundary_iou, iou
 from vnsjax.evaluation.runner import _prefetch
 from vnsjax.evaluation.vns_score import vns_score
-from vnsjax.modeling.sam import Prompts, Sam, decode, image_features
-from vnsjax.modeling.vns_decoder import results_fusion as fuse_results
+from vnsjax.modeling.sam import Prompts, Sam, eval_view
 from vnsjax.predictors.prompts import bucket, pack_prompts
 from vnsjax.utils.outputs import check_out_dir  # noqa: F401  (re-exported: the COCO command's check)
 from vnsjax.utils.transforms import ResizeLongestSide
@@ -254,20 +253,17 @@ def _segment(
     hw: jax.Array,
     prompts: Prompts,
     *,
-    fusion: bool,
     options: tuple[tuple[str, Any], ...],
 ) -> tuple[jax.Array, jax.Array]:
     """The one place the model is called: (B, S, S, 3) padded images with their valid (h, w) and (B, K) boxes ->
     low-res logits (B, K, 4h', 4w') and scores (B, K). Encoder over the batch, then each image's K boxes against
     that image's features alone (batch-1 features are shared by the prompts inside the decoder)."""
     model = nnx.merge(graphdef, state)
-    features = image_features(model, images, hw)
+    features = model.image_features(images, hw)
 
     def per_image(feats, p):
-        low_res, scores, extras = decode(model, feats, p, multimask_output=False, **dict(options))
-        if fusion:
-            low_res = fuse_results(extras)
-        return low_res[:, 0], scores[:, 0]
+        out = model.decode(feats, p, multimask_output=False, **dict(options))
+        return out.masks[:, 0], out.iou_predictions[:, 0]
 
     return jax.vmap(per_image)(jax.tree.map(lambda x: x[:, None], features), prompts)
 
@@ -311,18 +307,16 @@ class BoxSegmenter:
     def __init__(self, model: Sam, *, batch_size: int = 1, hq_token_only: bool = False, results_fusion: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if model.variant == "vns":
-            model.eval()  # NSFM BatchNorm with its running statistics
+        model = eval_view(model)  # NSFM BatchNorm with its running statistics; the caller's model is left as is
         self.batch_size = batch_size
         self.img_size = model.img_size
         self.mask_threshold = model.mask_threshold
         self.mask_size = tuple(model.prompt_encoder.mask_input_size)
         self.transform = ResizeLongestSide(model.img_size)
-        options = (("hq_token_only", hq_token_only),) if model.variant == "hq" else ()
+        # Each option means something for its own variant only, so several models can share one CLI call.
+        options = type(model.mask_decoder).options_for(hq_token_only=hq_token_only, results_fusion=results_fusion)
         graphdef, self._state = nnx.split(model)
-        self._segment = jax.jit(
-            partial(_segment, graphdef, fusion=results_fusion and model.variant == "vns", options=options)
-        )
+        self._segment = jax.jit(partial(_segment, graphdef, options=tuple(sorted(options.items()))))
 
     def __call__(
         self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]

@@ -29,8 +29,7 @@ from tqdm import tqdm
 from data_pipeline import pipeline, prompts, transforms, vns_seg
 from vnsjax.evaluation.metrics import evaluate_image
 from vnsjax.evaluation.report import summarize
-from vnsjax.modeling.sam import Prompts, Sam, decode, image_features
-from vnsjax.modeling.vns_decoder import results_fusion as fuse_results
+from vnsjax.modeling.sam import Prompts, Sam, eval_view
 from vnsjax.predictors.prompts import pack_prompts
 from vnsjax.training.sharding import to_host
 
@@ -71,23 +70,18 @@ def upsample_logits(low_res: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return transforms.resize_bilinear(np.asarray(low_res, np.float32), (int(size[0]), int(size[1])))
 
 
-@partial(jax.jit, static_argnames=("graphdef", "fusion", "options"))
+@partial(jax.jit, static_argnames=("graphdef", "options"))
 def _forward(
     graphdef: nnx.GraphDef,
     state: nnx.State,
     images: jax.Array,
     prompts_: Prompts,
     *,
-    fusion: bool,
     options: tuple[tuple[str, Any], ...],
 ) -> jax.Array:
     """Encoder + decoder in one program: (B, S, S, 3) 0..255 images, one prompt each -> (B, h, w) logits."""
     model = nnx.merge(graphdef, state)
-    features = image_features(model, images)
-    low_res, _, extras = decode(model, features, prompts_, multimask_output=False, **dict(options))
-    if fusion:
-        low_res = fuse_results(extras)
-    return low_res[:, 0]
+    return model.decode(model.image_features(images), prompts_, multimask_output=False, **dict(options)).masks[:, 0]
 
 
 class ModelPredictor:
@@ -110,14 +104,12 @@ class ModelPredictor:
         self.image_size = model.config.img_size
         grid = 4 * model.config.image_embedding_size  # low-res mask size (256 at 1024 input)
         self.mask_size = (grid, grid)
-        # The options only mean something for their own variant, so several models can share one CLI call.
-        options = (("hq_token_only", hq_token_only),) if model.variant == "hq" else ()
+        # Each option means something for its own variant only, so several models can share one CLI call.
+        options = type(model.mask_decoder).options_for(hq_token_only=hq_token_only, results_fusion=results_fusion)
         # One jitted function keyed by the graphdef: a new predictor for the same model structure (the trainer's
         # periodic evaluation) reuses the compiled program.
-        graphdef, self._state = nnx.split(model)
-        self._forward = partial(
-            _forward, graphdef=graphdef, fusion=results_fusion and model.variant == "vns", options=options
-        )
+        graphdef, self._state = nnx.split(eval_view(model))
+        self._forward = partial(_forward, graphdef=graphdef, options=tuple(sorted(options.items())))
 
     def __call__(self, examples: Sequence[Example]) -> list[np.ndarray]:
         if not 0 < len(examples) <= self.batch_size:

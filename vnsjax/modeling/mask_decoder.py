@@ -1,9 +1,20 @@
-"""SAM mask decoder (segment_anything/modeling/mask_decoder.py), channels-last.
+"""SAM mask decoder (segment_anything/modeling/mask_decoder.py), channels-last, and the decoder interface.
 
 Masks are returned as (B, K, 256, 256) logits like the original; image features are NHWC.
+
+Every mask decoder (SAM, HQ-SAM, VNS-SAM and their ablations) has the same two calls, so the model, the
+predictors, evaluation, export and training never ask which variant they hold:
+
+    features = decoder.image_features(image_embeddings, interm_embeddings)   # per image, cached by callers
+    out = decoder(image_embeddings, image_pe, sparse, dense, features=features, multimask_output=..., **options)
+
+`out` is a `DecoderOutput`: `masks` is the variant's prediction, `extras` its other named outputs.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +24,40 @@ from vnsjax.modeling.common import MLP, embed, upscale_x4
 from vnsjax.modeling.transformer import TransformerOutput, TwoWayTransformer
 
 
+class DecoderOutput(NamedTuple):
+    """What every mask decoder returns. Extras are also readable as attributes (`out.edge`)."""
+
+    masks: jax.Array  # (B, C, 4h, 4w) logits: the prediction the variant reports (VNS-SAM: the fused mask)
+    iou_predictions: jax.Array | None  # (B, C) predicted IoU of `masks` (VNS-SAM: SAM's head; None if skipped)
+    extras: dict[str, jax.Array | None]  # the variant's other outputs by name ({} for SAM)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not fields; private names stay errors so that pytree and copy
+        # protocols probing for dunders see ordinary behaviour.
+        if not name.startswith("_") and name in self.extras:
+            return self.extras[name]
+        raise AttributeError(f"{type(self).__name__} has no field or extra {name!r}")
+
+
 class MaskDecoder(nnx.Module):
+    # The interface a decoder variant declares (see the module docstring). FEATURES: the keys of
+    # `image_features`; OPTIONS: keyword options of `__call__` that inference callers may set per model;
+    # TRAINABLE: what the variant's released training optimises (plain SAM: every parameter of the model).
+    FEATURES: ClassVar[tuple[str, ...]] = ()
+    OPTIONS: ClassVar[tuple[str, ...]] = ()
+    TRAINABLE: ClassVar[nnx.filterlib.Filter] = nnx.Param
+
+    @classmethod
+    def build(cls, *, transformer_dim: int, vit_dim: int, rngs: nnx.Rngs) -> MaskDecoder:
+        """The decoder for a model config; vit_dim is the width of the encoder's global-block outputs."""
+        del vit_dim  # SAM's decoder reads the final embedding only
+        return cls(transformer_dim=transformer_dim, rngs=rngs)
+
+    @classmethod
+    def options_for(cls, **requested: Any) -> dict[str, Any]:
+        """The requested options this decoder has; the others belong to other variants (one CLI flag, many models)."""
+        return {k: v for k, v in requested.items() if k in cls.OPTIONS}
+
     def __init__(
         self,
         *,
@@ -103,18 +147,26 @@ class MaskDecoder(nnx.Module):
         iou_pred = self.iou_prediction_head(hs[:, 0])
         return masks, iou_pred
 
+    def image_features(
+        self, image_embeddings: jax.Array, interm_embeddings: Sequence[jax.Array]
+    ) -> dict[str, jax.Array]:
+        """Prompt-independent features the decoder reads, computed once per image (SAM: none)."""
+        return {}
+
     def __call__(
         self,
         image_embeddings: jax.Array,
         image_pe: jax.Array,
         sparse_prompt_embeddings: jax.Array,
         dense_prompt_embeddings: jax.Array,
+        *,
+        features: Mapping[str, jax.Array],
         multimask_output: bool,
         sparse_mask: jax.Array | None = None,
-    ) -> tuple[jax.Array, jax.Array]:
-        """Returns masks (B, 3 or 1, 4h, 4w) logits and iou predictions (B, 3 or 1)."""
+    ) -> DecoderOutput:
+        """masks (B, 3 or 1, 4h, 4w) logits and iou predictions (B, 3 or 1), as the original forward."""
         masks, iou_pred = self.predict_masks(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, sparse_mask
         )
         sl = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, sl], iou_pred[:, sl]
+        return DecoderOutput(masks[:, sl], iou_pred[:, sl], {})

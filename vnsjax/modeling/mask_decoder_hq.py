@@ -3,6 +3,8 @@
 One extra output token (hf_token) attends with SAM's tokens; its hypernetwork (hf_mlp) is dotted with an
 HQ pixel embedding = embedding_maskfeature(SAM's upscaled embedding) + the HQ feature, where the HQ feature
 fuses the final image embedding with the first global-attention block output (interm_embeddings[0] only).
+The HQ feature is prompt-independent: `image_features` returns it as {"hq_features": (1 or B, 4h, 4w, C/8)},
+so a predictor computes it once per image.
 
 Also home of two helpers the VNS decoder reuses: SAM-mask selection as HQ/VNS release it, and a path-based
 filter for the parameters a variant trains.
@@ -10,14 +12,14 @@ filter for the parameters a variant trains.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from vnsjax.modeling.common import MLP, embed, mask_feature_convs, upscale_x4
-from vnsjax.modeling.mask_decoder import MaskDecoder
+from vnsjax.modeling.mask_decoder import DecoderOutput, MaskDecoder
 
 
 def decoder_param_filter(*names: str) -> Callable[[tuple, object], bool]:
@@ -38,12 +40,6 @@ def decoder_param_filter(*names: str) -> Callable[[tuple, object], bool]:
         return any(keys[: len(t)] == t for t in targets)
 
     return predicate
-
-
-# Parameters HQ-SAM adds to (and trains on top of) the frozen SAM decoder.
-TRAINABLE = decoder_param_filter(
-    "hf_token", "hf_mlp", "compress_vit_feat", "embedding_encoder", "embedding_maskfeature"
-)
 
 
 def token_mask(token: jax.Array, embedding: jax.Array) -> jax.Array:
@@ -70,6 +66,17 @@ def select_sam_mask(masks: jax.Array, iou_pred: jax.Array, multimask_output: boo
 
 
 class MaskDecoderHQ(MaskDecoder):
+    FEATURES = ("hq_features",)
+    OPTIONS = ("hq_token_only",)
+    # Parameters HQ-SAM adds to (and trains on top of) the frozen SAM decoder.
+    TRAINABLE = decoder_param_filter(
+        "hf_token", "hf_mlp", "compress_vit_feat", "embedding_encoder", "embedding_maskfeature"
+    )
+
+    @classmethod
+    def build(cls, *, transformer_dim: int, vit_dim: int, rngs: nnx.Rngs) -> MaskDecoderHQ:
+        return cls(transformer_dim=transformer_dim, vit_dim=vit_dim, rngs=rngs)
+
     def __init__(self, *, vit_dim: int = 1024, rngs: nnx.Rngs, **decoder_kwargs):
         """vit_dim: width of the encoder's global-block outputs; decoder_kwargs go to MaskDecoder."""
         super().__init__(rngs=rngs, **decoder_kwargs)
@@ -80,9 +87,12 @@ class MaskDecoderHQ(MaskDecoder):
         self.embedding_encoder = upscale_x4(d, d // 4, d // 8, final_gelu=False, rngs=rngs)
         self.embedding_maskfeature = mask_feature_convs(d // 8, final_gelu=False, rngs=rngs)
 
-    def hq_features(self, image_embeddings: jax.Array, interm_embeddings: Sequence[jax.Array]) -> jax.Array:
-        """Prompt-independent HQ feature (1 or B, 4h, 4w, C/8); a predictor can cache it per image."""
-        return self.embedding_encoder(image_embeddings) + self.compress_vit_feat(interm_embeddings[0])
+    def image_features(
+        self, image_embeddings: jax.Array, interm_embeddings: Sequence[jax.Array]
+    ) -> dict[str, jax.Array]:
+        """{"hq_features": (1 or B, 4h, 4w, C/8)}: the final embedding fused with the first global block's output."""
+        hq = self.embedding_encoder(image_embeddings) + self.compress_vit_feat(interm_embeddings[0])
+        return {"hq_features": hq}
 
     def predict_masks_hq(
         self,
@@ -116,24 +126,25 @@ class MaskDecoderHQ(MaskDecoder):
         image_pe: jax.Array,
         sparse_prompt_embeddings: jax.Array,
         dense_prompt_embeddings: jax.Array,
-        multimask_output: bool,
-        hq_token_only: bool,
-        interm_embeddings: Sequence[jax.Array] | None,
-        sparse_mask: jax.Array | None = None,
         *,
-        hq_features: jax.Array | None = None,
-    ) -> tuple[jax.Array, jax.Array]:
+        features: Mapping[str, jax.Array],
+        multimask_output: bool,
+        sparse_mask: jax.Array | None = None,
+        hq_token_only: bool = False,
+    ) -> DecoderOutput:
         """As segment_anything_hq's MaskDecoderHQ.forward: masks (B, 1, H, W) logits and IoU (B, 1).
 
-        masks = HQ mask if hq_token_only else SAM mask + HQ mask (logit sum). Pass `hq_features` (from
-        `hq_features()`) instead of `interm_embeddings` to reuse a cached per-image feature.
+        masks = HQ mask if hq_token_only else SAM mask + HQ mask (logit sum); both parts are in `extras`
+        ("sam_masks", "hq_masks"). `features` = image_features(...) of the same image(s).
         """
-        if hq_features is None:
-            if interm_embeddings is None:
-                raise ValueError("MaskDecoderHQ needs interm_embeddings or precomputed hq_features")
-            hq_features = self.hq_features(image_embeddings, interm_embeddings)
         masks_sam, mask_hq, iou_pred = self.predict_masks_hq(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, hq_features, sparse_mask
+            image_embeddings,
+            image_pe,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+            features["hq_features"],
+            sparse_mask,
         )
         mask_sam, iou_pred = select_sam_mask(masks_sam, iou_pred, multimask_output)
-        return (mask_hq if hq_token_only else mask_sam + mask_hq), iou_pred
+        masks = mask_hq if hq_token_only else mask_sam + mask_hq
+        return DecoderOutput(masks, iou_pred, {"sam_masks": mask_sam, "hq_masks": mask_hq})

@@ -1,8 +1,9 @@
 """Sam: image encoder + prompt encoder + mask decoder, with the original pre/post-processing.
 
 Images enter as (B, S, S, 3) float 0..255 with the valid region given by `hw`; prompts as a `Prompts` bucket
-(fixed shapes, padding masked inside the decoder). `image_features` and `decode` are jit-able and shared by the
-predictors, evaluation, training and export.
+(fixed shapes, padding masked inside the decoder). `Sam.image_features` (once per image) and `Sam.decode` (per
+prompt batch) are jit-able and shared by the predictors, evaluation, training and export. Neither knows the
+variant: the mask decoder says what it computes per image and what it returns (vnsjax.modeling.mask_decoder).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from flax import nnx
 
 from vnsjax.modeling.common import resize_bilinear
 from vnsjax.modeling.image_encoder import ImageEncoderViT
+from vnsjax.modeling.mask_decoder import DecoderOutput, MaskDecoder
 from vnsjax.modeling.prompt_encoder import PromptEncoder
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -31,9 +33,10 @@ class Prompts(NamedTuple):
 
 
 class Features(NamedTuple):
-    embedding: jax.Array  # (B, h, w, 256)
-    interm: list[jax.Array]  # four (B, h, w, vit_dim) global-block outputs
-    neck: tuple[jax.Array, jax.Array] | None = None  # VNS-SAM's prompt-independent NSFM (M, G)
+    """Everything prompt-independent the decoder reads, computed once per image."""
+
+    embedding: jax.Array  # (B, h, w, 256) image embedding
+    decoder: dict[str, jax.Array]  # mask_decoder.image_features: {} (SAM), HQ feature, NSFM (M, G)
 
 
 class Sam(nnx.Module):
@@ -44,7 +47,7 @@ class Sam(nnx.Module):
         self,
         image_encoder: ImageEncoderViT,
         prompt_encoder: PromptEncoder,
-        mask_decoder: nnx.Module,
+        mask_decoder: MaskDecoder,
         *,
         config=None,
         variant: str = "sam",
@@ -76,8 +79,54 @@ class Sam(nnx.Module):
         x = resize_bilinear(x, original_size[0], original_size[1])
         return jnp.moveaxis(x, -1, 1)
 
+    def image_features(
+        self, images: jax.Array, hw: jax.Array | None = None, *, dtype=None, frozen_encoder: bool = False
+    ) -> Features:
+        """Encoder + the decoder's per-image features on a batch of images. `dtype` (e.g. bf16) casts the
+        encoder's compute.
 
-def normalize(model: Sam, images: jax.Array, hw: jax.Array | None = None) -> jax.Array:
+        frozen_encoder=True stops gradients at the encoder outputs (training the decoder modules on a frozen
+        SAM); the decoder's per-image features after it (HQ feature, NSFM) stay differentiable.
+        """
+        x = normalize(images, hw)
+        if dtype is not None:
+            x = x.astype(dtype)
+        embedding, interm = self.embed_image(x)
+        embedding = embedding.astype(jnp.float32)
+        interm = [t.astype(jnp.float32) for t in interm]
+        if frozen_encoder:
+            embedding, interm = jax.lax.stop_gradient((embedding, interm))
+        return Features(embedding, self.mask_decoder.image_features(embedding, interm))
+
+    def decode(
+        self, features: Features, prompts: Prompts, *, multimask_output: bool = False, **options: Any
+    ) -> DecoderOutput:
+        """Prompts -> the decoder's output: low-res masks (B, C, 4h, 4w), scores (B, C), named extras.
+
+        `options` go to the decoder (its `OPTIONS`, e.g. HQ-SAM's hq_token_only).
+        """
+        p = prompts
+        sparse, sparse_mask, dense = self.prompt_encoder(
+            (p.coords, p.labels), p.boxes, p.masks, box_valid=p.box_valid, mask_valid=p.mask_valid
+        )
+        return self.mask_decoder(
+            features.embedding,
+            self.prompt_encoder.get_dense_pe(),
+            sparse,
+            dense,
+            features=features.decoder,
+            multimask_output=multimask_output,
+            sparse_mask=sparse_mask,
+            **options,
+        )
+
+
+def eval_view(model: Sam) -> Sam:
+    """`model` in inference mode (BatchNorm on running statistics), sharing its arrays; `model` is left as is."""
+    return nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
+
+
+def normalize(images: jax.Array, hw: jax.Array | None = None) -> jax.Array:
     """(B, S, S, 3) 0..255 -> normalised; pixels outside `hw` (B, 2) become 0 (the original pads after normalising)."""
     x = (images.astype(jnp.float32) - jnp.asarray(PIXEL_MEAN)) / jnp.asarray(PIXEL_STD)
     if hw is None:
@@ -86,57 +135,3 @@ def normalize(model: Sam, images: jax.Array, hw: jax.Array | None = None) -> jax
     rows = jnp.arange(s)[None, :, None] < hw[:, 0, None, None]
     cols = jnp.arange(images.shape[2])[None, None, :] < hw[:, 1, None, None]
     return jnp.where((rows & cols)[..., None], x, 0.0)
-
-
-def image_features(
-    model: Sam, images: jax.Array, hw: jax.Array | None = None, *, dtype=None, frozen_encoder: bool = False
-) -> Features:
-    """Encoder (+ NSFM for VNS-SAM) on a batch of images. `dtype` (e.g. bf16) casts the encoder's compute.
-
-    frozen_encoder=True stops gradients at the encoder outputs (training the VNS modules on a frozen SAM);
-    the NSFM neck after it stays differentiable.
-    """
-    x = normalize(model, images, hw)
-    if dtype is not None:
-        x = x.astype(dtype)
-    embedding, interm = model.embed_image(x)
-    embedding = embedding.astype(jnp.float32)
-    interm = [t.astype(jnp.float32) for t in interm]
-    if frozen_encoder:
-        embedding, interm = jax.lax.stop_gradient((embedding, interm))
-    neck = model.mask_decoder.neck_features(interm) if model.variant == "vns" else None
-    return Features(embedding, interm, neck)
-
-
-def embed_prompts(model: Sam, p: Prompts) -> tuple[jax.Array, jax.Array, jax.Array]:
-    return model.prompt_encoder((p.coords, p.labels), p.boxes, p.masks, box_valid=p.box_valid, mask_valid=p.mask_valid)
-
-
-def decode(model: Sam, features: Features, prompts: Prompts, *, multimask_output: bool = False, **options: Any):
-    """Any variant -> (low-res masks (B, C, 4h, 4w), scores (B, C), extras).
-
-    SAM: SAM's masks. HQ-SAM: as its decoder returns (options: hq_token_only). VNS-SAM: the fused mask
-    with SAM's IoU score (the VNS masks have no score of their own), extras = the full VnsOutput.
-    """
-    sparse, sparse_mask, dense = embed_prompts(model, prompts)
-    image_pe = model.prompt_encoder.get_dense_pe()
-    dec = model.mask_decoder
-    if model.variant == "sam":
-        masks, iou = dec(features.embedding, image_pe, sparse, dense, multimask_output, sparse_mask)
-        return masks, iou, None
-    if model.variant == "hq":
-        masks, iou = dec(
-            features.embedding,
-            image_pe,
-            sparse,
-            dense,
-            multimask_output,
-            options.get("hq_token_only", False),
-            features.interm,
-            sparse_mask=sparse_mask,
-        )
-        return masks, iou, None
-    out = dec(
-        features.embedding, image_pe, sparse, dense, multimask_output, features=features.neck, sparse_mask=sparse_mask
-    )
-    return out.fused_mask, out.iou_predictions, out

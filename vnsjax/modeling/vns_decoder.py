@@ -13,19 +13,22 @@ Channels-last. SAM's decoder (frozen in training) with a multi-stage transformer
 
 The released forward works for one prompt per image only; here every prompt of a batch gets its own
 product (image-level features broadcast), equal to the release at one prompt.
+
+Interface (vnsjax.modeling.mask_decoder): `image_features` is the NSFM neck, {"nsfm_m": M, "nsfm_g": G}, computed
+once per image; the decoder's prediction (`DecoderOutput.masks`) is the fused mask with SAM's IoU score (the VNS
+masks have no score of their own), and every other output is an extra named in `OUTPUTS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from vnsjax.modeling.common import MLP, embed, gelu, mask_feature_convs, resize_bilinear, torch_conv, upscale_x4
-from vnsjax.modeling.mask_decoder import MaskDecoder
+from vnsjax.modeling.mask_decoder import DecoderOutput, MaskDecoder
 from vnsjax.modeling.mask_decoder_hq import decoder_param_filter, select_sam_mask, token_mask
 from vnsjax.modeling.nsfm import TFD
 
@@ -45,41 +48,35 @@ TRAINABLE = decoder_param_filter(
 )
 
 
-class VnsOutput(NamedTuple):
-    """Decoder outputs, NCHW-style (B, 1, H, W) with H, W = 4x the embedding grid (256 at 1024 input).
-
-    Every map is a logit map; `edge_prob` / `interm_edge_prob` are the sigmoids the released forward returns.
-    """
-
-    sam_masks: jax.Array | None  # SAM-token mask from this decoder: best of 1..3 if multimask else index 0
-    iou_predictions: jax.Array | None  # (B, 1) SAM IoU head score of `sam_masks` (none exists for VNS masks)
-    vns_mask: jax.Array  # final-stage VNS mask
-    edge: jax.Array  # final-stage edge map
-    interm_mask: jax.Array  # intermediate (after transformer layer 0) VNS mask
-    interm_edge: jax.Array  # intermediate edge map
-    fused_mask: jax.Array  # fusion_layer([vns_mask, dense map]): the prediction VNS-SAM evaluates
-    dense_map: jax.Array  # (B, 1, h, w) at the embedding grid (64x64), before the x4 bilinear upsampling
-
-    @property
-    def edge_prob(self) -> jax.Array:
-        return jax.nn.sigmoid(self.edge)
-
-    @property
-    def interm_edge_prob(self) -> jax.Array:
-        return jax.nn.sigmoid(self.interm_edge)
+# The extras of a VNS decoder call, NCHW-style (B, 1, H, W) logits with H, W = 4x the embedding grid:
+#   sam_masks    SAM-token mask from this decoder: best of 1..3 if multimask else index 0 (None if hq_token_only)
+#   vns_mask     final-stage VNS mask                      edge         final-stage edge map
+#   interm_mask  intermediate (after transformer layer 0)  interm_edge  intermediate edge map
+#   fused_mask   fusion_layer([vns_mask, dense map]): the prediction VNS-SAM evaluates (= DecoderOutput.masks)
+#   dense_map    (B, 1, h, w) at the embedding grid, before the x4 bilinear upsampling
+# The released forward returns sigmoid(edge) / sigmoid(interm_edge); here they stay logits.
+EXTRAS = ("sam_masks", "vns_mask", "edge", "interm_mask", "interm_edge", "fused_mask", "dense_map")
 
 
-def results_fusion(out: VnsOutput) -> jax.Array:
+def results_fusion(out: DecoderOutput) -> jax.Array:
     """MyTrain.py `--results_fusion`: fused mask logits + this decoder's SAM-token mask logits.
 
     The released evaluation calls the decoder with multimask_output=False, i.e. SAM mask index 0.
     """
-    if out.sam_masks is None:
+    if out.extras["sam_masks"] is None:
         raise ValueError("results_fusion needs sam_masks; call the decoder with hq_token_only=False")
-    return out.fused_mask + out.sam_masks
+    return out.extras["fused_mask"] + out.extras["sam_masks"]
 
 
 class VnsDecoder(MaskDecoder):
+    FEATURES = ("nsfm_m", "nsfm_g")
+    OPTIONS = ("results_fusion",)
+    TRAINABLE = TRAINABLE
+
+    @classmethod
+    def build(cls, *, transformer_dim: int, vit_dim: int, rngs: nnx.Rngs) -> VnsDecoder:
+        return cls(transformer_dim=transformer_dim, vit_dim=vit_dim, rngs=rngs)
+
     def __init__(self, *, vit_dim: int = 1024, rngs: nnx.Rngs, **decoder_kwargs):
         """vit_dim: width of the encoder's global-block outputs; decoder_kwargs go to MaskDecoder."""
         super().__init__(multi_stage=True, rngs=rngs, **decoder_kwargs)
@@ -103,12 +100,15 @@ class VnsDecoder(MaskDecoder):
             torch_conv(256, 1, 3, padding=1, rngs=rngs),
         )
 
-    def neck_features(self, interm_embeddings: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
-        """NSFM on the four global-block outputs (B, h, w, vit_dim): (M (B, 4h, 4w, 32), G (B, h, w, 256)).
+    def image_features(
+        self, image_embeddings: jax.Array, interm_embeddings: Sequence[jax.Array]
+    ) -> dict[str, jax.Array]:
+        """NSFM on the four global-block outputs (B, h, w, vit_dim): M (B, 4h, 4w, 32) and G (B, h, w, 256).
 
         Prompt-independent: a predictor computes it once per image. BatchNorm follows model.train()/eval().
         """
-        return self.neck(interm_embeddings)
+        mask_feature, edge_feature = self.neck(interm_embeddings)
+        return {"nsfm_m": mask_feature, "nsfm_g": edge_feature}
 
     def __call__(
         self,
@@ -116,18 +116,20 @@ class VnsDecoder(MaskDecoder):
         image_pe: jax.Array,
         sparse_prompt_embeddings: jax.Array,
         dense_prompt_embeddings: jax.Array,
-        multimask_output: bool,
         *,
-        features: tuple[jax.Array, jax.Array],
+        features: Mapping[str, jax.Array],
+        multimask_output: bool,
         sparse_mask: jax.Array | None = None,
         hq_token_only: bool = False,
-    ) -> VnsOutput:
+        results_fusion: bool = False,
+    ) -> DecoderOutput:
         """B prompts on one image (image_embeddings and features with batch 1) or one prompt per image (batch B).
 
-        features = neck_features(...) for the same images. hq_token_only=True skips SAM's hypernetworks and
-        IoU head (sam_masks and iou_predictions are None), as the released forward then returns VNS outputs only.
+        features = image_features(...) of the same images. hq_token_only=True skips SAM's hypernetworks and
+        IoU head (sam_masks and iou_predictions are None), as the released forward then returns VNS outputs only
+        (the training does). results_fusion=True reports fused + SAM mask logits (`results_fusion`) as `masks`.
         """
-        mask_feature, edge_feature = features
+        mask_feature, edge_feature = features["nsfm_m"], features["nsfm_g"]
         hw = image_embeddings.shape[1:3]
         out = self.run_transformer(
             image_embeddings,
@@ -162,13 +164,18 @@ class VnsDecoder(MaskDecoder):
             iou = self.iou_prediction_head(hs[:, 0])
             sam_masks, iou_predictions = select_sam_mask(masks, iou, multimask_output)
 
-        return VnsOutput(
-            sam_masks=sam_masks,
-            iou_predictions=iou_predictions,
-            vns_mask=vns_mask,
-            edge=edge,
-            interm_mask=interm_mask,
-            interm_edge=interm_edge,
-            fused_mask=jnp.moveaxis(fused, -1, 1),
-            dense_map=jnp.moveaxis(dense_map, -1, 1),
-        )
+        extras = {
+            "sam_masks": sam_masks,
+            "vns_mask": vns_mask,
+            "edge": edge,
+            "interm_mask": interm_mask,
+            "interm_edge": interm_edge,
+            "fused_mask": jnp.moveaxis(fused, -1, 1),
+            "dense_map": jnp.moveaxis(dense_map, -1, 1),
+        }
+        masks = extras["fused_mask"]
+        if results_fusion:
+            if sam_masks is None:
+                raise ValueError("results_fusion needs sam_masks; call the decoder with hq_token_only=False")
+            masks = masks + sam_masks
+        return DecoderOutput(masks, iou_predictions, extras)

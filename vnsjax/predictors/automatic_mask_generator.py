@@ -14,7 +14,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from vnsjax.modeling.sam import Sam
 from vnsjax.predictors.prompts import bucket
@@ -24,23 +23,9 @@ from vnsjax.utils import amg
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
 
-def make_predictor(model_or_predictor: Sam | SamPredictor) -> SamPredictor:
-    """A predictor for a model of any variant (VNS-SAM gets VnsPredictor), or the predictor passed in."""
-    if isinstance(model_or_predictor, SamPredictor):
-        return model_or_predictor
-    if model_or_predictor.variant == "vns":
-        from vnsjax.predictors.vns_predictor import VnsPredictor
-
-        return VnsPredictor(model_or_predictor)
-    return SamPredictor(model_or_predictor)
-
-
-def _batch_stats(
-    graphdef, state, low_res: jax.Array, *, input_size, original_size, mask_threshold: float, offset: float
-):
-    """(B, C, 4h, 4w) low-res logits -> flattened (B*C) bool masks at the crop size, stability scores, boxes."""
-    model = nnx.merge(graphdef, state)
-    masks = model.postprocess_masks(low_res, input_size, original_size)
+@partial(jax.jit, static_argnames=("mask_threshold", "offset"))
+def _batch_stats(masks: jax.Array, *, mask_threshold: float, offset: float):
+    """(B, C, H, W) logits at the crop size -> flattened (B*C) bool masks, stability scores, boxes."""
     masks = masks.reshape(-1, *masks.shape[2:])
     stability = amg.calculate_stability_score(masks, mask_threshold, offset)
     binary = masks > mask_threshold
@@ -82,7 +67,8 @@ class SamAutomaticMaskGenerator:
             )
         else:
             self.point_grids = point_grids
-        self.predictor = make_predictor(model)
+        # A predictor passed in decides the output (e.g. a VnsPredictor's edge map); a model gets its prediction.
+        self.predictor = model if isinstance(model, SamPredictor) else SamPredictor(model)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -94,11 +80,6 @@ class SamAutomaticMaskGenerator:
         self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
-        p = self.predictor
-        self._stats = jax.jit(
-            partial(_batch_stats, p._graphdef),
-            static_argnames=("input_size", "original_size", "mask_threshold", "offset"),
-        )
 
     # ---- public API ------------------------------------------------------------------------------
 
@@ -174,16 +155,12 @@ class SamAutomaticMaskGenerator:
         n = len(points)
         # Pad the last batch to the fixed batch size (repeat the first point) so one program serves all batches.
         padded = np.concatenate([points, np.repeat(points[:1], self.points_per_batch - n, axis=0)])
-        low_res, iou, extra = p._run_decoder(
-            padded[:, None, :], np.ones((len(padded), 1), np.int32), None, None, multimask_output=True
+        in_points = p.transform.apply_coords(padded, im_size)
+        low_res, iou = p.predict_low_res(
+            in_points[:, None, :], np.ones((len(padded), 1), np.int32), multimask_output=True
         )
-        if extra is not None and hasattr(p, "select"):
-            low_res = p.select(extra)  # VNS-SAM: the mask the predictor is set to return (fused by default)
-        binary, stability, boxes = self._stats(
-            p._state,
-            low_res,
-            input_size=p.input_size,
-            original_size=p.original_size,
+        binary, stability, boxes = _batch_stats(
+            p.postprocess_masks(low_res),
             mask_threshold=float(p.model.mask_threshold),
             offset=float(self.stability_score_offset),
         )

@@ -1,8 +1,14 @@
-"""SamPredictor with the official API (segment_anything/predictor.py), NumPy in and out.
+"""SamPredictor with the official API (segment_anything/predictor.py), NumPy in and out, for every variant.
 
 Prompts are padded to bucket shapes (number of prompts and points rounded up to powers of two; a box
 slot and a mask slot always present, switched per row by flags). Padding is masked out inside the
 decoder, so any mix of points, boxes and masks reuses a handful of compiled programs.
+
+`set_image` caches the image embedding and the decoder's per-image features (HQ-SAM's HQ feature, VNS-SAM's
+NSFM), so a prompt only runs the prompt encoder and the decoder. The masks returned are the decoder's
+prediction (VNS-SAM: the fused mask, with SAM's IoU score); `select_output` is the hook for another output.
+The predictor runs an inference view of the model (BatchNorm on running statistics); the model passed in is
+not changed.
 """
 
 from __future__ import annotations
@@ -15,25 +21,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vnsjax.modeling.sam import Features, Prompts, Sam, decode, image_features
+from vnsjax.modeling.mask_decoder import DecoderOutput
+from vnsjax.modeling.sam import Features, Prompts, Sam, eval_view
 from vnsjax.predictors.checks import check_image, check_prompts
 from vnsjax.predictors.prompts import pack_prompts
 from vnsjax.utils.transforms import ResizeLongestSide
 
 
 class SamPredictor:
-    VARIANTS: tuple[str, ...] = ("sam", "hq")
-
     def __init__(self, sam_model: Sam, *, hq_token_only: bool = False):
-        if sam_model.variant not in self.VARIANTS:
-            raise ValueError(
-                f"{type(self).__name__} runs {self.VARIANTS} models, got {sam_model.variant!r} "
-                "(VNS-SAM: vnsjax.VnsPredictor; SAM/HQ-SAM: vnsjax.SamPredictor)"
-            )
-        self.hq_token_only = hq_token_only
-        self.model = sam_model
+        """hq_token_only: HQ-SAM returns its HQ mask alone (as in sam-hq); other variants have no such option."""
+        self.model = eval_view(sam_model)
+        self.decoder_options = tuple(
+            sorted(type(sam_model.mask_decoder).options_for(hq_token_only=hq_token_only).items())
+        )
         self.transform = ResizeLongestSide(sam_model.img_size)
-        self._graphdef, self._state = nnx.split(sam_model)
+        self._graphdef, self._state = nnx.split(self.model)
         self._encode = jax.jit(partial(_encode, self._graphdef))
         self._decode = jax.jit(partial(_decode, self._graphdef), static_argnames=("multimask_output", "options"))
         self._postprocess = jax.jit(
@@ -79,7 +82,7 @@ class SamPredictor:
     def get_image_embedding(self) -> np.ndarray:
         """(1, 256, 64, 64) like the original (channels-first)."""
         self._require_image()
-        return np.asarray(self.features[0]).transpose(0, 3, 1, 2)
+        return np.asarray(self.features.embedding).transpose(0, 3, 1, 2)
 
     def reset_image(self) -> None:
         self.is_image_set = False
@@ -104,9 +107,9 @@ class SamPredictor:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One prompt. Returns masks (C, H, W), iou_predictions (C,), low_res_masks (C, 256, 256)."""
         if point_coords is not None:
-            if point_labels is None:
-                raise ValueError("point_labels must be supplied if point_coords is supplied.")
-            point_coords, point_labels = np.asarray(point_coords)[None], np.asarray(point_labels)[None]
+            point_coords = np.asarray(point_coords)[None]
+        if point_labels is not None:
+            point_labels = np.asarray(point_labels)[None]
         masks, iou, low_res = self.predict_batch(
             point_coords,
             point_labels,
@@ -131,33 +134,30 @@ class SamPredictor:
         point_coords (B, N, 2) with point_labels (B, N); boxes (B, 4) xyxy; mask_input (B, 1, 256, 256)
         low-res logits. Returns masks (B, C, H, W), iou_predictions (B, C), low_res_masks (B, C, 256, 256).
         """
-        low_res, iou, extra = self._run_decoder(
-            point_coords, point_labels, boxes, mask_input, multimask_output=multimask_output
-        )
-        low_res = self._select(low_res, extra)
-        masks = self._postprocess(self._state, low_res, input_size=self.input_size, original_size=self.original_size)
-        if not return_logits:
-            masks = self._binarize(masks)
-        return np.asarray(masks), np.asarray(iou), np.asarray(low_res)
-
-    def _select(self, low_res: jax.Array, extra) -> jax.Array:
-        """Which low-res logits the predictor returns (VnsPredictor picks among the VNS outputs)."""
-        return low_res
-
-    def _binarize(self, masks: jax.Array) -> jax.Array:
-        return masks > self.model.mask_threshold
-
-    def decoder_options(self) -> tuple:
-        """Static (name, value) options passed to `inference.decode` (HQ-SAM: hq_token_only)."""
-        return (("hq_token_only", self.hq_token_only),) if self.model.variant == "hq" else ()
-
-    def _run_decoder(self, point_coords, point_labels, boxes, mask_input, *, multimask_output: bool):
         self._require_image()
-        check_prompts(point_coords, point_labels, boxes, mask_input)
+        check_prompts(point_coords, point_labels, boxes, mask_input)  # here, so messages quote the caller's values
         if point_coords is not None:
             point_coords = self.transform.apply_coords(np.asarray(point_coords), self.original_size)
         if boxes is not None:
             boxes = self.transform.apply_boxes(np.asarray(boxes, np.float64), self.original_size)
+        low_res, iou = self.predict_low_res(point_coords, point_labels, boxes, mask_input, multimask_output)
+        masks = self.postprocess_masks(low_res)
+        if not return_logits:
+            masks = self._binarize(masks)
+        return np.asarray(masks), np.asarray(iou), np.asarray(low_res)
+
+    def predict_low_res(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[jax.Array, jax.Array]:
+        """B prompts in the model's input frame (the original predict_torch, already transformed) -> low-res
+        logits (B, C, 4h, 4w) from `select_output` and scores (B, C), as device arrays."""
+        self._require_image()
+        check_prompts(point_coords, point_labels, boxes, mask_input)
         prompts, b = pack_prompts(
             point_coords=point_coords,
             point_labels=point_labels,
@@ -165,18 +165,31 @@ class SamPredictor:
             mask_input=mask_input,
             mask_size=self.model.prompt_encoder.mask_input_size,
         )
-        low_res, iou, extra = self._decode(
-            self._state, self.features, prompts, multimask_output=multimask_output, options=self.decoder_options()
+        out = self._decode(
+            self._state, self.features, prompts, multimask_output=multimask_output, options=self.decoder_options
         )
-        return low_res[:b], iou[:b], jax.tree.map(lambda x: x[:b], extra)
+        return self.select_output(out)[:b], out.iou_predictions[:b]
+
+    def select_output(self, out: DecoderOutput) -> jax.Array:
+        """Which low-res logits the predictor returns: the decoder's prediction (subclasses pick an extra)."""
+        return out.masks
+
+    def postprocess_masks(self, low_res: jax.Array) -> jax.Array:
+        """Low-res logits (B, C, 4h, 4w) of the current image -> logits (B, C, H, W) at its original size."""
+        self._require_image()
+        return self._postprocess(self._state, low_res, input_size=self.input_size, original_size=self.original_size)
+
+    def _binarize(self, masks: jax.Array) -> jax.Array:
+        return masks > self.model.mask_threshold
 
 
 def _encode(graphdef, state, padded: jax.Array, hw: jax.Array) -> Features:
-    return image_features(nnx.merge(graphdef, state), padded, hw[None])
+    return nnx.merge(graphdef, state).image_features(padded, hw[None])
 
 
 def _decode(graphdef, state, features: Features, prompts: Prompts, *, multimask_output: bool, options: tuple):
-    return decode(nnx.merge(graphdef, state), features, prompts, multimask_output=multimask_output, **dict(options))
+    model = nnx.merge(graphdef, state)
+    return model.decode(features, prompts, multimask_output=multimask_output, **dict(options))
 
 
 def _postprocess(graphdef, state, low_res, *, input_size, original_size):

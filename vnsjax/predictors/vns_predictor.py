@@ -1,16 +1,16 @@
-"""VnsPredictor: the SamPredictor API for VNS-SAM checkpoints.
+"""VnsPredictor: SamPredictor for VNS-SAM with a choice of output.
 
-Per image it caches the encoder output and the prompt-independent NSFM features (M, G), so each
-prompt only runs the METI decoder. `predict` returns the fused VNS mask, the prediction VNS-SAM is
-evaluated on; `output=` picks SAM's mask (from the VNS decoder), the edge map, or the final VNS mask.
+SamPredictor already runs VNS-SAM (the fused mask, NSFM cached per image); VnsPredictor adds `output=` to return
+SAM's mask from the VNS decoder, the edge map, the final VNS mask, or the fused + SAM logits (`results_fusion`).
 """
 
 from __future__ import annotations
 
 import jax
 
+from vnsjax.modeling.mask_decoder import DecoderOutput
 from vnsjax.modeling.sam import Sam
-from vnsjax.modeling.vns_decoder import VnsOutput, results_fusion
+from vnsjax.modeling.vns_decoder import VnsDecoder, results_fusion
 from vnsjax.predictors.sam_predictor import SamPredictor
 
 OUTPUTS = ("fused", "sam", "edge", "vns", "results_fusion")
@@ -23,28 +23,24 @@ class VnsPredictor(SamPredictor):
     multimask_output only changes which SAM mask `output="sam"` returns (best of 3 by IoU) and its score.
     """
 
-    VARIANTS = ("vns",)
-
     def __init__(self, sam_model: Sam, *, output: str = "fused"):
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if not isinstance(sam_model.mask_decoder, VnsDecoder):
+            raise ValueError(
+                f"VnsPredictor runs VNS-SAM models (a VnsDecoder), got a {type(sam_model.mask_decoder).__name__} "
+                f"({sam_model.variant!r}); use vnsjax.SamPredictor"
+            )
         self.output = output
-        sam_model.eval()  # NSFM BatchNorm uses running statistics at inference
         super().__init__(sam_model)
 
-    def _select(self, low_res: jax.Array, out: VnsOutput) -> jax.Array:
-        return self.select(out)
+    def select_output(self, out: DecoderOutput) -> jax.Array:
+        if self.output == "results_fusion":
+            return results_fusion(out)
+        name = {"fused": "fused_mask", "sam": "sam_masks", "edge": "edge", "vns": "vns_mask"}[self.output]
+        return out.extras[name]
 
     def _binarize(self, masks: jax.Array) -> jax.Array:
         if self.output == "edge":
             return jax.nn.sigmoid(masks)  # an edge probability map, not a binary mask
         return super()._binarize(masks)
-
-    def select(self, out: VnsOutput) -> jax.Array:
-        return {
-            "fused": out.fused_mask,
-            "sam": out.sam_masks,
-            "edge": out.edge,
-            "vns": out.vns_mask,
-            "results_fusion": results_fusion(out),
-        }[self.output]

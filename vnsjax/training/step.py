@@ -15,9 +15,9 @@ import optax
 from flax import nnx
 
 from data_pipeline.prompts import PROMPT_BOX, PROMPT_MASK, PROMPT_POINTS
+from vnsjax.modeling.mask_decoder import DecoderOutput
 from vnsjax.modeling.prompt_encoder import PAD_LABEL
-from vnsjax.modeling.sam import Prompts, Sam, embed_prompts, image_features
-from vnsjax.modeling.vns_decoder import VnsOutput
+from vnsjax.modeling.sam import Prompts, Sam
 from vnsjax.training import sharding
 from vnsjax.training.losses import vns_total_loss
 from vnsjax.training.state import TrainSetup, TrainState
@@ -43,22 +43,12 @@ def training_prompts(batch: Batch, mask_size: tuple[int, int] = (256, 256)) -> P
     return Prompts(coords, labels.astype(jnp.int32), batch["box"], t == PROMPT_BOX, masks, t == PROMPT_MASK)
 
 
-def forward(model: Sam, batch: Batch, dtype: Any) -> VnsOutput:
-    """The model call of training (the only one): frozen encoder, NSFM and VNS decoder on the batch's prompts."""
+def forward(model: Sam, batch: Batch, dtype: Any) -> DecoderOutput:
+    """The model call of training (the only one): frozen encoder, the decoder's per-image features and the decoder."""
     e = model.config.image_embedding_size
-    features = image_features(model, batch["image"], dtype=dtype, frozen_encoder=True)
-    sparse, sparse_mask, dense = embed_prompts(model, training_prompts(batch, (4 * e, 4 * e)))
+    features = model.image_features(batch["image"], dtype=dtype, frozen_encoder=True)
     # hq_token_only: SAM's own mask/IoU heads have no loss in the released training, so they are skipped.
-    return model.mask_decoder(
-        features.embedding,
-        model.prompt_encoder.get_dense_pe(),
-        sparse,
-        dense,
-        False,
-        features=features.neck,
-        sparse_mask=sparse_mask,
-        hq_token_only=True,
-    )
+    return model.decode(features, training_prompts(batch, (4 * e, 4 * e)), multimask_output=False, hq_token_only=True)
 
 
 def loss_and_terms(model: Sam, batch: Batch, dtype: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
