@@ -36,6 +36,12 @@ def timings(fn: Callable[[], object], repeats: int) -> list[float]:
     return out
 
 
+def timeit(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(min, median) seconds of `fn` after a warm-up."""
+    t = timings(fn, repeats)
+    return min(t), statistics.median(t)
+
+
 def inputs(model_type: str) -> tuple[np.ndarray, np.ndarray]:
     """A 3:4 uint8 image at the model's input size and one box, the same in both processes."""
     s = MODEL_CONFIGS[model_type].img_size
