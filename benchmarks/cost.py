@@ -75,38 +75,29 @@ def per_device_bytes(compiled) -> float:
 
 
 def train_program(model_type: str, global_batch: int):
+    """The trainer's jitted step (frozen encoder bf16) lowered for a global batch; the state is built for real
+    (the trainer has no abstract initialiser), the batch only as shapes."""
     from benchmarks.train_step import random_batch
     from configs.common import released_recipe
-    from vnsjax.train import make_train_step
-    from vnsjax.training import state as ts
+    from vnsjax.training import sharding
+    from vnsjax.training.state import init_train_state
+    from vnsjax.training.step import jit_train_step
 
-    mesh = ts.make_mesh()
-    repl = lambda *spec: NamedSharding(mesh, P(*spec))  # noqa: E731
-    split = ts.split_model(nnx.eval_shape(lambda: ts.build_model(model_type, 0)))
     config = released_recipe(model_type)
-    tx, schedule = ts.make_optimizer(config, steps_per_epoch=1000)
-    sds = lambda x, s, dtype=None: jax.ShapeDtypeStruct(x.shape, dtype or x.dtype, sharding=s)  # noqa: E731
-    trainable = jax.tree.map(lambda x: sds(x, repl()), split.trainable)
-    stats = jax.tree.map(lambda x: sds(x, repl()), split.batch_stats)
-    frozen = jax.tree.map(
-        lambda x: sds(x, repl(), jnp.bfloat16 if jnp.issubdtype(x.dtype, jnp.floating) else None), split.frozen
-    )
-    opt_state = jax.tree.map(lambda x: sds(x, repl()), jax.eval_shape(tx.init, trainable))
-    size = MODEL_CONFIGS[model_type].img_size
-    host = random_batch(1, size, np.random.default_rng(0))
-    batch = {
-        k: jax.ShapeDtypeStruct((global_batch, *v.shape[1:]), v.dtype, sharding=repl("data")) for k, v in host.items()
-    }
-    step = jax.jit(make_train_step(split.train_graphdef, tx, schedule, jnp.bfloat16), donate_argnums=(0, 1, 2))
-    scalar = jax.ShapeDtypeStruct((), jnp.int32, sharding=repl())
-    return step.lower(trainable, stats, opt_state, frozen, batch, scalar, scalar)
+    config.batch_size, config.encoder_dtype = global_batch, "bfloat16"
+    mesh = sharding.make_mesh()
+    state, frozen, setup = init_train_state(config, mesh, steps_per_epoch=1000)
+    host = random_batch(1, MODEL_CONFIGS[model_type].img_size, np.random.default_rng(0))
+    split = sharding.batch_sharding(mesh)
+    batch = {k: jax.ShapeDtypeStruct((global_batch, *v.shape[1:]), v.dtype, sharding=split) for k, v in host.items()}
+    return jit_train_step(setup).lower(state, frozen, batch)
 
 
 def memory_child(model_types: list[str]) -> None:
-    from vnsjax.training import state as ts
+    from vnsjax.training import sharding as shard
 
     n = jax.device_count()
-    mesh = ts.make_mesh()
+    mesh = shard.make_mesh()
     sharding = lambda spec: NamedSharding(mesh, spec)  # noqa: E731
     for m in model_types:
         t0 = time.perf_counter()
