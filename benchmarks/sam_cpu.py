@@ -1,98 +1,139 @@
-"""vnsjax vs the official PyTorch SAM on this machine, in one run.
+"""vnsjax vs the official PyTorch segment_anything, timed the way users call them, each side in its own process.
 
-    python benchmarks/sam_cpu.py [--model-type vit_b] [--repeats 3]
+    python -m benchmarks.sam_cpu [--model vit_b] [--rounds 3] [--repeats 3]
 
-Times the image encoder at 1024x1024, the prompt encoder + mask decoder for one prompt, and for 64
-prompts batched; prints min/median and the vnsjax/PyTorch ratios. Random weights (speed does not
-depend on them).
+Times `SamPredictor.set_image` and `SamPredictor.predict(box=...)` end to end (pre- and post-processing
+included) on both sides, with the same random weights (tests/torch_ref builds the PyTorch model, vnsjax loads
+its state dict). Each side runs in a fresh subprocess, and the rounds alternate PyTorch / vnsjax, so neither
+side's thread pool is still spinning while the other is timed and slow drift of a shared machine hits both.
+Prints min / median over all rounds, the vnsjax / PyTorch ratio of medians, and a sanity line: PyTorch's prompt
+encoder + mask decoder timed alone, which `predict` (the same work plus resizing the masks) must not undercut.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import torch
 
-from convert_weights.mapping import load_state_dict
-from tests.torch_ref.sam import build_torch_sam, torch_state_dict
-from vnsjax import MODEL_CONFIGS, build_sam
-from vnsjax.predictors.prompts import pack_prompts
+from vnsjax import MODEL_CONFIGS
 
 
-def timeit(fn, repeats: int) -> tuple[float, float]:
-    fn()  # warm-up / compile
-    times = []
+def timings(fn: Callable[[], object], repeats: int) -> list[float]:
+    fn()  # warm-up (JAX: compile)
+    out = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t)
-    return min(times), statistics.median(times)
+        out.append(time.perf_counter() - t)
+    return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model-type", default="vit_b")
-    p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args()
-    cfg = MODEL_CONFIGS[args.model_type]
-    ref = build_torch_sam(cfg)
-    model = build_sam(args.model_type)
-    load_state_dict(model, torch_state_dict(ref))
-    s = cfg.img_size
+def timeit(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(min, median) seconds of `fn` after a warm-up."""
+    t = timings(fn, repeats)
+    return min(t), statistics.median(t)
+
+
+def inputs(model_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """A 3:4 uint8 image at the model's input size and one box, the same in both processes."""
+    s = MODEL_CONFIGS[model_type].img_size
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(1, s, s, 3)).astype(np.float32)
-    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    image = rng.integers(0, 256, (s * 3 // 4, s, 3), dtype=np.uint8)
+    return image, np.array([s * 0.2, s * 0.15, s * 0.6, s * 0.5], np.float32)
 
-    from flax import nnx
 
-    graphdef, state = nnx.split(model)
+def run_torch(model_type: str, repeats: int) -> dict[str, list[float]]:
+    import torch
+    from segment_anything import SamPredictor
 
-    @jax.jit
-    def encode(state, images):
-        return nnx.merge(graphdef, state).image_features(images)
+    from tests.torch_ref.sam import build_torch_sam
 
-    @jax.jit
-    def dec(state, feats, prompts):
-        return nnx.merge(graphdef, state).decode(feats, prompts, multimask_output=True)[:2]
-
-    rows = []
+    ref = build_torch_sam(MODEL_CONFIGS[model_type])
+    predictor = SamPredictor(ref)
+    image, box = inputs(model_type)
     with torch.inference_mode():
-        t_enc = timeit(lambda: ref.image_encoder(xt), args.repeats)
-        j_enc = timeit(lambda: jax.block_until_ready(encode(state, jnp.asarray(x * 58 + 120))), args.repeats)
-        rows.append(("image encoder (1 image)", t_enc, j_enc))
-        emb = ref.image_encoder(xt)
-        feats = encode(state, jnp.asarray(x * 58 + 120))
-        pe = ref.prompt_encoder.get_dense_pe()
-        for n in (1, 64):
-            boxes = np.sort(rng.uniform(0, s, (n, 2, 2)), axis=1).reshape(n, 4).astype(np.float32)
-            tb = torch.from_numpy(boxes)
+        set_image = timings(lambda: predictor.set_image(image), repeats)
+        predict = timings(lambda: predictor.predict(box=box), repeats * 3)
+        emb, pe = predictor.features, ref.prompt_encoder.get_dense_pe()
+        tb = torch.from_numpy(predictor.transform.apply_boxes(box[None], predictor.original_size))
 
-            def torch_dec(tb=tb):
-                sp, de = ref.prompt_encoder(None, tb, None)
-                return ref.mask_decoder(emb, pe, sp, de, True)
+        def decoder_alone():
+            sparse, dense = ref.prompt_encoder(None, tb, None)
+            return ref.mask_decoder(emb, pe, sparse, dense, True)
 
-            prompts, _ = pack_prompts(boxes=boxes, mask_size=model.prompt_encoder.mask_input_size)
-            prompts = jax.tree.map(jnp.asarray, prompts)
-            t = timeit(torch_dec, args.repeats * 3)
-            j = timeit(lambda p=prompts: jax.block_until_ready(dec(state, feats, p)), args.repeats * 3)
-            rows.append((f"prompt encoder + decoder ({n} prompt{'s' if n > 1 else ''})", t, j))
+        decoder = timings(decoder_alone, repeats * 3)
+    return {"set_image": set_image, "predict": predict, "decoder": decoder, "threads": torch.get_num_threads()}
+
+
+def run_jax(model_type: str, repeats: int) -> dict[str, list[float]]:
+    import jax
+
+    from convert_weights.mapping import load_state_dict
+    from tests.torch_ref.sam import build_torch_sam, torch_state_dict
+    from vnsjax import SamPredictor, build_sam
+
+    model = build_sam(model_type)
+    load_state_dict(model, torch_state_dict(build_torch_sam(MODEL_CONFIGS[model_type])))
+    predictor = SamPredictor(model)
+    image, box = inputs(model_type)
+    # predict returns NumPy arrays (already on the host), so timing the call covers the device work.
+    set_image = timings(lambda: (predictor.set_image(image), jax.block_until_ready(predictor.features)), repeats)
+    predict = timings(lambda: predictor.predict(box=box), repeats * 3)
+    return {"set_image": set_image, "predict": predict}
+
+
+def child(side: str, model_type: str, repeats: int) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.sam_cpu", "--child", side, "--model", model_type]
+    cmd += ["--repeats", str(repeats)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="vit_b", choices=sorted(MODEL_CONFIGS))
+    ap.add_argument("--rounds", type=int, default=3, help="alternating PyTorch / vnsjax processes per side")
+    ap.add_argument("--repeats", type=int, default=3, help="timed set_image calls per process (predict: 3x)")
+    ap.add_argument("--child", choices=("torch", "jax"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        run = run_torch if args.child == "torch" else run_jax
+        print(json.dumps(run(args.model, args.repeats)))
+        return
+    results: dict[str, dict[str, list[float]]] = {"torch": {}, "jax": {}}
+    threads = 0
+    for _ in range(args.rounds):
+        for side in ("torch", "jax"):
+            r = child(side, args.model, args.repeats)
+            threads = r.pop("threads", threads)
+            for k, v in r.items():
+                results[side].setdefault(k, []).extend(v)
+    import jax
+    import torch
 
     print(
-        f"{args.model_type}, torch {torch.__version__} ({torch.get_num_threads()} threads), jax {jax.__version__}, "
-        f"{os.cpu_count()} CPUs, {jax.devices()[0].platform}"
+        f"{args.model}, {args.rounds} rounds x (PyTorch process, vnsjax process); torch {torch.__version__} "
+        f"({threads} threads), jax {jax.__version__}, {os.cpu_count()} CPUs"
     )
-    print("| stage | PyTorch min / median (s) | vnsjax min / median (s) | vnsjax / PyTorch (median) |")
+    print("| call | PyTorch min / median (s) | vnsjax min / median (s) | vnsjax / PyTorch (median) |")
     print("| --- | --- | --- | --- |")
-    for name, (tmin, tmed), (jmin, jmed) in rows:
-        print(f"| {name} | {tmin:.3f} / {tmed:.3f} | {jmin:.3f} / {jmed:.3f} | {jmed / tmed:.2f} |")
-    d1, d64 = rows[1][2][1], rows[2][2][1]
-    print(f"vnsjax 64 prompts / 1 prompt: {d64 / d1:.2f}x")
+    for name, key in (("SamPredictor.set_image", "set_image"), ("SamPredictor.predict(box=...)", "predict")):
+        t, j = results["torch"][key], results["jax"][key]
+        tm, jm = statistics.median(t), statistics.median(j)
+        print(f"| {name} | {min(t):.4f} / {tm:.4f} | {min(j):.4f} / {jm:.4f} | {jm / tm:.2f} |")
+    dec, pred = statistics.median(results["torch"]["decoder"]), statistics.median(results["torch"]["predict"])
+    print(
+        f"sanity: PyTorch prompt encoder + mask decoder alone {dec:.4f} s (median), its predict(box) {pred:.4f} s "
+        f"({'consistent' if dec <= pred * 1.1 else 'INCONSISTENT: the decoder alone should not be slower'})"
+    )
 
 
 if __name__ == "__main__":
