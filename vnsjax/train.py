@@ -58,9 +58,9 @@ def loss_and_terms(model: Sam, batch: dict[str, jax.Array], dtype: Any) -> tuple
     e = model.config.image_embedding_size
     features = model.image_features(batch["image"], dtype=dtype, frozen_encoder=True)
     out = vns_forward(model, features, training_prompts(batch, (4 * e, 4 * e)))
-    return vns_total_loss(
-        out.edge[:, 0], out.interm_mask[:, 0], out.interm_edge[:, 0], out.fused_mask[:, 0], batch["mask"], batch["edge"]
-    )
+    # Ablation decoders lack some outputs (None): their loss terms are left out. `masks` is the prediction.
+    maps = [out.edge, out.interm_mask, out.interm_edge, out.masks]
+    return vns_total_loss(*(None if m is None else m[:, 0] for m in maps), batch["mask"], batch["edge"])
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, schedule: optax.Schedule, dtype: Any):
@@ -192,7 +192,7 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     batch_sharding = NamedSharding(mesh, P("data"))  # every batch array is split on its leading axis
 
     # --- Model, optimizer, state (or restore) ------------------------------------------------------------------
-    model = ts.build_model(config.model_type, config.seed, config.sam_checkpoint)
+    model = ts.build_model(config.model_type, config.seed, config.sam_checkpoint, config.variant)
     img_size, embed = model.img_size, model.config.image_embedding_size
     split = ts.split_model(model)
     del model  # from here on the model exists only as (graphdef, states), merged inside the jitted functions
@@ -242,7 +242,7 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     def eval_step(trainable, batch_stats, frozen, images, prompts):
         model = nnx.merge(eval_graphdef, trainable, batch_stats, frozen)
         features = model.image_features(images, dtype=encoder_dtype, frozen_encoder=True)
-        return vns_forward(model, features, prompts).fused_mask[:, 0]
+        return vns_forward(model, features, prompts).masks[:, 0]
 
     eval_set = []
     if config.eval_num_images:

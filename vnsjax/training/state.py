@@ -24,7 +24,6 @@ from jax.sharding import PartitionSpec as P
 from vnsjax.build_sam import build_sam
 from vnsjax.model_dir import load_model
 from vnsjax.modeling.sam import Sam
-from vnsjax.modeling.vns_decoder import TRAINABLE
 
 
 class Split(NamedTuple):
@@ -65,8 +64,8 @@ def load_sam_base(model: Sam, directory: str | Path) -> dict[str, int]:
     return counts
 
 
-def build_model(model_type: str, seed: int, sam_checkpoint: str = "") -> Sam:
-    model = build_sam(model_type, "vns", seed=seed)
+def build_model(model_type: str, seed: int, sam_checkpoint: str = "", variant: str = "vns") -> Sam:
+    model = build_sam(model_type, variant, seed=seed)
     if sam_checkpoint:
         load_sam_base(model, sam_checkpoint)
     return model
@@ -74,9 +73,10 @@ def build_model(model_type: str, seed: int, sam_checkpoint: str = "") -> Sam:
 
 def split_model(model: Sam) -> Split:
     model.eval()
-    eval_graphdef = nnx.split(model, TRAINABLE, nnx.BatchStat, ...)[0]
+    trainable = type(model.mask_decoder).TRAINABLE
+    eval_graphdef = nnx.split(model, trainable, nnx.BatchStat, ...)[0]
     model.train()  # released training: NSFM BatchNorm uses batch statistics (docs/released-code.md#nsfm-batchnorm)
-    graphdef, trainable, batch_stats, frozen = nnx.split(model, TRAINABLE, nnx.BatchStat, ...)
+    graphdef, trainable, batch_stats, frozen = nnx.split(model, trainable, nnx.BatchStat, ...)
     return Split(graphdef, eval_graphdef, trainable, batch_stats, frozen)
 
 
