@@ -148,3 +148,16 @@ def test_inconsistent_switches_are_refused():
     with pytest.raises(ValueError, match="edge_fusion"):
         VnsAblation(edge_fusion=True, mask_fusion=False)
     assert isinstance(VnsDecoder.ABLATION, VnsAblation)
+
+
+def test_vns_predictor_on_an_ablation_without_edge_or_fusion():
+    from vnsjax.predictors.vns_predictor import VnsPredictor
+
+    model = build_sam("tiny", "vns_mt", seed=0)
+    with pytest.raises(ValueError, match="no edge head"):
+        VnsPredictor(model, output="edge")
+    predictor = VnsPredictor(build_sam("tiny", "vns_vnst", seed=0))
+    image = np.random.default_rng(1).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    predictor.set_image(image)
+    masks, scores, _ = predictor.predict(box=np.array([10.0, 10.0, 90.0, 70.0]))
+    assert masks.shape[-2:] == (96, 128) and np.isfinite(scores).all()

@@ -63,6 +63,12 @@ TRAINABLE = decoder_param_filter(
 EXTRAS = ("sam_masks", "vns_mask", "edge", "interm_mask", "interm_edge", "fused_mask", "dense_map")
 
 
+def prediction(out: DecoderOutput) -> jax.Array:
+    """The mask VNS-SAM evaluates: the fused mask, or the final VNS mask for an ablation without the fusion."""
+    fused = out.extras["fused_mask"]
+    return out.extras["vns_mask"] if fused is None else fused
+
+
 def results_fusion(out: DecoderOutput) -> jax.Array:
     """MyTrain.py `--results_fusion`: fused mask logits + this decoder's SAM-token mask logits.
 
@@ -70,7 +76,7 @@ def results_fusion(out: DecoderOutput) -> jax.Array:
     """
     if out.extras["sam_masks"] is None:
         raise ValueError("results_fusion needs sam_masks; call the decoder with hq_token_only=False")
-    return out.extras["fused_mask"] + out.extras["sam_masks"]
+    return prediction(out) + out.extras["sam_masks"]
 
 
 @dataclasses.dataclass(frozen=True)
