@@ -11,6 +11,7 @@ import ml_collections as mlc
 def released_recipe(model_type: str) -> mlc.ConfigDict:
     c = mlc.ConfigDict()
     c.model_type = model_type
+    c.variant = "vns"  # decoder from vnsjax.build_sam.DECODERS: "vns" or a VNS ablation "vns_<name>"
     c.seed = 42  # released: 42 + rank; here one seed, data shards differ by process
     # Converted SAM checkpoint directory (python -m convert_weights); empty: random base (demo and tests only).
     c.sam_checkpoint = ""

@@ -18,12 +18,14 @@ from vnsjax.modeling.mask_decoder import MaskDecoder
 from vnsjax.modeling.mask_decoder_hq import MaskDecoderHQ
 from vnsjax.modeling.prompt_encoder import PromptEncoder
 from vnsjax.modeling.sam import Sam
-from vnsjax.modeling.vns_decoder import VnsDecoder
+from vnsjax.modeling.vns_decoder import ABLATIONS, VnsDecoder, ablation_variant
 
 DECODERS: dict[str, type[MaskDecoder]] = {
     "sam": MaskDecoder,
     "hq": MaskDecoderHQ,
     "vns": VnsDecoder,
+    # VNS-SAM ablation decoders (paper Tab. VI-X), one VnsDecoder configured by a VnsAblation each.
+    **{f"vns_{name}": ablation_variant(name) for name in ABLATIONS},
 }
 VARIANTS = tuple(DECODERS)
 

@@ -170,30 +170,60 @@ class MFF(nnx.Module):
         return self.ARB(self.conv(jnp.concatenate(bands, axis=-1)))
 
 
-class Aggregator(nnx.Module):
-    """Channel reduction, DWT, LL/HH fusion and re-injection into the shallowest / deepest level."""
+# NSFM designs of the paper's Tab. X (docs/training.md#vns-ablations): the released wavelet neck and the three
+# ablation necks of the official code (TFD1 "w/o WD", TFD2 "HF only", TFD3 "LF only").
+NSFM_MODES = ("wavelet", "no_wd", "hf_only", "lf_only")
 
-    def __init__(self, in_channels: Sequence[int], inner_channels: int, *, rngs: nnx.Rngs):
+
+class Aggregator(nnx.Module):
+    """Channel reduction, DWT, LL/HH fusion and re-injection into the shallowest / deepest level.
+
+    mode "wavelet" is the released neck. "hf_only" / "lf_only" keep one sub-band fusion (MFF_HH / MFF_LL) whose
+    output feeds both branches. "no_wd" has no DWT and no PixelShuffle: MFF_LL fuses the reduced levels themselves
+    (shallowest first) at full resolution and feeds both branches, and its 1x1 convolutions read 2 x inner channels.
+    """
+
+    def __init__(self, in_channels: Sequence[int], inner_channels: int, *, mode: str = "wavelet", rngs: nnx.Rngs):
+        if mode not in NSFM_MODES:
+            raise ValueError(f"NSFM mode {mode!r}; expected one of {NSFM_MODES}")
+        self.mode = mode
         self.down_sample_layers = nnx.List(
             [nnx.Sequential(BasicConv2d(c, inner_channels, 1, rngs=rngs), relu) for c in in_channels]
         )
-        self.MFF_LL = MFF(inner_channels, rngs=rngs)
-        self.MFF_HH = MFF(inner_channels, rngs=rngs)
-        shuffled = inner_channels + inner_channels // 4
-        self.one_conv_f4_ll = torch_conv(shuffled, inner_channels, 1, rngs=rngs)
-        self.one_conv_f1_hh = torch_conv(shuffled, EDGE_CHANNELS, 1, rngs=rngs)
-        self.one_conv_llhh = torch_conv(EDGE_CHANNELS + inner_channels, inner_channels, 1, rngs=rngs)
+        if mode != "hf_only":
+            self.MFF_LL = MFF(inner_channels, rngs=rngs)
+        if mode in ("wavelet", "hf_only"):
+            self.MFF_HH = MFF(inner_channels, rngs=rngs)
+        if mode == "no_wd":
+            self.edge_channels = inner_channels
+            joined = 2 * inner_channels
+        else:
+            self.edge_channels = EDGE_CHANNELS
+            joined = inner_channels + inner_channels // 4
+        self.one_conv_f4_ll = torch_conv(joined, inner_channels, 1, rngs=rngs)
+        self.one_conv_f1_hh = torch_conv(joined, self.edge_channels, 1, rngs=rngs)
+        self.one_conv_llhh = torch_conv(self.edge_channels + inner_channels, inner_channels, 1, rngs=rngs)
 
     def __call__(self, features: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
-        """Returns (mask branch (B,64,64,96), edge branch E1 (B,64,64,256))."""
+        """Returns (mask branch (B,64,64,96), edge branch E1 (B,64,64,256; 96 for "no_wd"))."""
         levels = [layer(x) for layer, x in zip(self.down_sample_layers, features, strict=True)]
-        bands = [haar_dwt(f) for f in levels]  # (LL, LH, HL, HH) per level; LH and HL are unused
-        deepest_first = bands[::-1]  # released MFF order [f4, f3, f2, f1]
-        ll = self.MFF_LL(*(b[0] for b in deepest_first))
-        hh = self.MFF_HH(*(b[3] for b in deepest_first))
         f1, f4 = levels[0], levels[-1]
-        edge = self.one_conv_f1_hh(jnp.concatenate([pixel_shuffle(hh), f1], axis=-1))
-        low = self.one_conv_f4_ll(jnp.concatenate([pixel_shuffle(ll), f4], axis=-1))
+        if self.mode == "no_wd":
+            ll = hh = self.MFF_LL(*levels)
+        else:
+            bands = [haar_dwt(f) for f in levels]  # (LL, LH, HL, HH) per level; LH and HL are unused
+            deepest_first = bands[::-1]  # released MFF order [f4, f3, f2, f1]
+            if self.mode != "hf_only":
+                ll = self.MFF_LL(*(b[0] for b in deepest_first))
+            if self.mode != "lf_only":
+                hh = self.MFF_HH(*(b[3] for b in deepest_first))
+            if self.mode == "hf_only":
+                ll = hh
+            elif self.mode == "lf_only":
+                hh = ll
+            ll, hh = pixel_shuffle(ll), pixel_shuffle(hh)
+        edge = self.one_conv_f1_hh(jnp.concatenate([hh, f1], axis=-1))
+        low = self.one_conv_f4_ll(jnp.concatenate([ll, f4], axis=-1))
         mask = self.one_conv_llhh(jnp.concatenate([edge, low], axis=-1))
         return mask, edge
 
@@ -201,8 +231,8 @@ class Aggregator(nnx.Module):
 class DecoupleHead(nnx.Module):
     """Edge feature G = 1x1 conv; mask feature M = BasicConv2d 3x3, ReLU, 4x upsampling, 3x3 conv."""
 
-    def __init__(self, inner_channels: int, out_channels: int, *, rngs: nnx.Rngs):
-        self.edge_pred_head = nnx.Sequential(torch_conv(EDGE_CHANNELS, EDGE_CHANNELS, 1, rngs=rngs))
+    def __init__(self, inner_channels: int, out_channels: int, *, edge_channels: int = EDGE_CHANNELS, rngs: nnx.Rngs):
+        self.edge_pred_head = nnx.Sequential(torch_conv(edge_channels, EDGE_CHANNELS, 1, rngs=rngs))
         self.hqfeat_head = nnx.Sequential(BasicConv2d(inner_channels, out_channels, 3, padding=1, rngs=rngs), relu)
         self.up_sample_layers = nnx.Sequential(
             ConvTranspose2x2(out_channels, out_channels, rngs=rngs),
@@ -221,6 +251,8 @@ class DecoupleHead(nnx.Module):
 class TFD(nnx.Module):
     """The NSFM neck. Defaults match the released module (in_channels = 4 x ViT width, inner 96, out 32).
 
+    mode selects the released wavelet neck or one of the Tab. X ablation necks (`NSFM_MODES`, see Aggregator).
+
     Prompt-independent: run once per image on the encoder's global-block outputs.
     """
 
@@ -230,13 +262,16 @@ class TFD(nnx.Module):
         inner_channels: int = 96,
         out_channels: int = 32,
         *,
+        mode: str = "wavelet",
         rngs: nnx.Rngs,
     ):
         self.in_channels = tuple(in_channels)
         self.inner_channels = inner_channels
         self.out_channels = out_channels
-        self.aggregator = Aggregator(self.in_channels, inner_channels, rngs=rngs)
-        self.decouple_head = DecoupleHead(inner_channels, out_channels, rngs=rngs)
+        self.aggregator = Aggregator(self.in_channels, inner_channels, mode=mode, rngs=rngs)
+        self.decouple_head = DecoupleHead(
+            inner_channels, out_channels, edge_channels=self.aggregator.edge_channels, rngs=rngs
+        )
 
     def __call__(self, features: Sequence[jax.Array]) -> tuple[jax.Array, jax.Array]:
         """features: the block outputs F1..F4 (B, H, W, C_i), earliest first, H and W even (64 in SAM).

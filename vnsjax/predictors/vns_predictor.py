@@ -10,7 +10,7 @@ import jax
 
 from vnsjax.modeling.mask_decoder import DecoderOutput
 from vnsjax.modeling.sam import Sam
-from vnsjax.modeling.vns_decoder import VnsDecoder, results_fusion
+from vnsjax.modeling.vns_decoder import VnsDecoder, prediction, results_fusion
 from vnsjax.predictors.sam_predictor import SamPredictor
 
 OUTPUTS = ("fused", "sam", "edge", "vns", "results_fusion")
@@ -31,14 +31,17 @@ class VnsPredictor(SamPredictor):
                 f"VnsPredictor runs VNS-SAM models (a VnsDecoder), got a {type(sam_model.mask_decoder).__name__} "
                 f"({sam_model.variant!r}); use vnsjax.SamPredictor"
             )
+        if output == "edge" and sam_model.mask_decoder.ablation.tokens != "both":
+            raise ValueError(f"output='edge': the {sam_model.variant!r} decoder has no edge head")
         self.output = output
         super().__init__(sam_model)
 
     def select_output(self, out: DecoderOutput) -> jax.Array:
         if self.output == "results_fusion":
             return results_fusion(out)
-        name = {"fused": "fused_mask", "sam": "sam_masks", "edge": "edge", "vns": "vns_mask"}[self.output]
-        return out.extras[name]
+        if self.output == "fused":
+            return prediction(out)
+        return out.extras[{"sam": "sam_masks", "edge": "edge", "vns": "vns_mask"}[self.output]]
 
     def _binarize(self, masks: jax.Array) -> jax.Array:
         if self.output == "edge":

@@ -89,9 +89,9 @@ def edge_dice_loss(edge: jax.Array, target: jax.Array, *, from_logits: bool = Tr
 
 
 def vns_total_loss(
-    final_edge: jax.Array,
-    interm_mask: jax.Array,
-    interm_edge: jax.Array,
+    final_edge: jax.Array | None,
+    interm_mask: jax.Array | None,
+    interm_edge: jax.Array | None,
     fused_mask: jax.Array,
     mask_target: jax.Array,
     edge_target: jax.Array,
@@ -101,14 +101,24 @@ def vns_total_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Released training objective, all weights 1; returns (total, per-term dict named as in MyTrain.py).
 
-    The final-stage VNS mask has no direct loss (it is supervised through the fusion layer).
+    The final-stage VNS mask has no direct loss (it is supervised through the fusion layer). For an ablation
+    decoder (docs/training.md#vns-ablations) `fused_mask` is its prediction, and an output it lacks (None: no
+    edge head, no intermediate stage) has no term.
     """
-    terms = {
-        "loss_edge1": edge_dice_loss(final_edge, edge_target, from_logits=edges_from_logits),
-        "loss_mask2": structure_loss(interm_mask, mask_target, weighted_bce=weighted_bce),
-        "loss_edge2": edge_dice_loss(interm_edge, edge_target, from_logits=edges_from_logits),
-        "loss_fusion_mask": structure_loss(fused_mask, mask_target, weighted_bce=weighted_bce),
+    outputs = {
+        "loss_edge1": (final_edge, edge_dice_loss),
+        "loss_mask2": (interm_mask, structure_loss),
+        "loss_edge2": (interm_edge, edge_dice_loss),
+        "loss_fusion_mask": (fused_mask, structure_loss),
     }
+    terms = {}
+    for name, (pred, loss) in outputs.items():
+        if pred is None:
+            continue
+        if loss is edge_dice_loss:
+            terms[name] = edge_dice_loss(pred, edge_target, from_logits=edges_from_logits)
+        else:
+            terms[name] = structure_loss(pred, mask_target, weighted_bce=weighted_bce)
     return sum(terms.values()), terms
 
 

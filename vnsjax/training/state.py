@@ -69,7 +69,8 @@ def init_train_state(
     Returns (state at step 0, frozen base, setup). The state is replicated; the frozen encoder is cast to
     `config.encoder_dtype` and, with `config.shard_encoder`, FSDP-sharded.
     """
-    split = split_model(build_model(config.model_type, config.seed, config.sam_checkpoint), config.trainable)
+    model = build_model(config.model_type, config.seed, config.sam_checkpoint, config.variant)
+    split = split_model(model, config.trainable)
     dtype = jnp.dtype(config.encoder_dtype)
     frozen_shardings = sharding.state_shardings(
         split.frozen, mesh, shard_encoder=config.shard_encoder, min_size=config.shard_encoder_min_size
@@ -121,8 +122,8 @@ def load_sam_base(model: Sam, directory: str | Path) -> dict[str, int]:
     return counts
 
 
-def build_model(model_type: str, seed: int, sam_checkpoint: str = "") -> Sam:
-    model = build_sam(model_type, "vns", seed=seed)
+def build_model(model_type: str, seed: int, sam_checkpoint: str = "", variant: str = "vns") -> Sam:
+    model = build_sam(model_type, variant, seed=seed)
     if sam_checkpoint:
         load_sam_base(model, sam_checkpoint)
     return model

@@ -53,9 +53,9 @@ def forward(model: Sam, batch: Batch, dtype: Any) -> DecoderOutput:
 
 def loss_and_terms(model: Sam, batch: Batch, dtype: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
     out = forward(model, batch, dtype)
-    return vns_total_loss(
-        out.edge[:, 0], out.interm_mask[:, 0], out.interm_edge[:, 0], out.fused_mask[:, 0], batch["mask"], batch["edge"]
-    )
+    # Ablation decoders lack some outputs (None): their loss terms are left out. `masks` is the prediction.
+    maps = [out.edge, out.interm_mask, out.interm_edge, out.masks]
+    return vns_total_loss(*(None if m is None else m[:, 0] for m in maps), batch["mask"], batch["edge"])
 
 
 def train_step(
