@@ -28,6 +28,7 @@ from flax import nnx
 from benchmarks.flops import encoder_flops, peak_flops
 from configs.common import released_recipe
 from vnsjax import MODEL_CONFIGS, build_sam
+from vnsjax.modeling.sam import eval_view
 from vnsjax.predictors.prompts import pack_prompts
 from vnsjax.training import sharding
 from vnsjax.training.state import cast_encoder, init_train_state
@@ -100,8 +101,7 @@ def boxes_for(b: int, size: int, rng) -> np.ndarray:
 
 
 def vns_end_to_end_row(report: Report, model_type: str, batch: int, iters: int, rng) -> None:
-    model = build_sam(model_type, "vns")
-    model.eval()
+    model = eval_view(build_sam(model_type, "vns"))
     graphdef, state = nnx.split(model)
     bf16_state = cast_encoder(state, BF16)
     size = MODEL_CONFIGS[model_type].img_size

@@ -17,7 +17,6 @@ from vnsjax.build_sam import build_sam
 from vnsjax.model_dir import load_model
 from vnsjax.modeling.sam import Sam
 from vnsjax.predictors.sam_predictor import SamPredictor
-from vnsjax.predictors.vns_predictor import VnsPredictor
 
 
 @dataclasses.dataclass
@@ -32,8 +31,7 @@ class DemoModel:
 
     @classmethod
     def from_model(cls, name: str, model: Sam, *, random_weights: bool = False) -> DemoModel:
-        predictor = VnsPredictor(model) if model.variant == "vns" else SamPredictor(model)
-        return cls(name, predictor, random_weights)
+        return cls(name, SamPredictor(model), random_weights)  # VNS-SAM: the fused mask with SAM's IoU score
 
     @property
     def variant(self) -> str:
