@@ -176,9 +176,17 @@ def make_train_iterator(
     The stream for a seed is the same whatever ``num_workers`` and ``num_threads`` are. ``image_size`` is the
     square training size (1024 for SAM; smaller for the tiny demo model). ``skip_bad``: see ``as_source``.
     """
-    ds = make_train_dataset(root_or_source, batch_size=batch_size, seed=seed, shard_index=shard_index,
-                            shard_count=shard_count, num_epochs=num_epochs, subsets=subsets,
-                            image_size=image_size, skip_bad=skip_bad)
+    ds = make_train_dataset(
+        root_or_source,
+        batch_size=batch_size,
+        seed=seed,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        num_epochs=num_epochs,
+        subsets=subsets,
+        image_size=image_size,
+        skip_bad=skip_bad,
+    )
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
     if num_workers > 0:
         from absl import flags
@@ -195,8 +203,15 @@ def steps_per_epoch(num_examples: int, *, batch_size: int, shard_count: int = 1)
     return num_examples // shard_count // batch_size
 
 
-def eval_example(record: Mapping[str, Any], index: int, *, seed: int = 42, num_points: int = prompts.NUM_POINTS,
-                 box_noise_scale: float = prompts.BOX_NOISE_SCALE, image_size: int = OUTPUT_SIZE) -> dict:
+def eval_example(
+    record: Mapping[str, Any],
+    index: int,
+    *,
+    seed: int = 42,
+    num_points: int = prompts.NUM_POINTS,
+    box_noise_scale: float = prompts.BOX_NOISE_SCALE,
+    image_size: int = OUTPUT_SIZE,
+) -> dict:
     """The released evaluation input for one image.
 
     Image and mask bilinearly resized to exactly 1024 x 1024 (``image_size``: a model's other input size, e.g. 256
@@ -225,8 +240,14 @@ def eval_example(record: Mapping[str, Any], index: int, *, seed: int = 42, num_p
     }
 
 
-def make_eval_dataset(root_or_source: Source, subset: str, *, seed: int = 42,
-                      num_points: int = prompts.NUM_POINTS, image_size: int = OUTPUT_SIZE) -> grain.MapDataset:
+def make_eval_dataset(
+    root_or_source: Source,
+    subset: str,
+    *,
+    seed: int = 42,
+    num_points: int = prompts.NUM_POINTS,
+    image_size: int = OUTPUT_SIZE,
+) -> grain.MapDataset:
     """Per-image evaluation dataset of one subset (batch 1, original sizes differ), in file-name order."""
     source = as_source(root_or_source, subset, with_boundary=False)
     return grain.MapDataset.source(source).map_with_index(

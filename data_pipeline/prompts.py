@@ -62,8 +62,9 @@ def noisy_mask(mask: np.ndarray, rng: np.random.Generator, size: int = MASK_INPU
     return (noisy > 0.5).astype(np.float32) * np.float32(255.0)
 
 
-def noisy_box(box: np.ndarray, rng: np.random.Generator, scale: float = BOX_NOISE_SCALE,
-              limit: float = 1024.0) -> np.ndarray:
+def noisy_box(
+    box: np.ndarray, rng: np.random.Generator, scale: float = BOX_NOISE_SCALE, limit: float = 1024.0
+) -> np.ndarray:
     """box_noise: in (cx, cy, w, h) add U(-1, 1) * (w/2, h/2, w, h) * scale, back to xyxy, clamp to [0, limit]."""
     f32 = np.float32
     x0, y0, x1, y1 = np.asarray(box, f32)

@@ -33,8 +33,9 @@ def random_hflip(rng: np.random.Generator, *arrays: np.ndarray, prob: float = 0.
     return hflip(*arrays) if rng.random() >= prob else arrays
 
 
-def jitter_size(height: int, width: int, u: float, *, output_size: int = OUTPUT_SIZE, scale_min: float = 0.1,
-                scale_max: float = 2.0) -> tuple[int, int]:
+def jitter_size(
+    height: int, width: int, u: float, *, output_size: int = OUTPUT_SIZE, scale_min: float = 0.1, scale_max: float = 2.0
+) -> tuple[int, int]:
     """Scaled (height, width) of LargeScaleJitter for a uniform draw ``u`` in [0, 1).
 
     Replays the released float32 tensor arithmetic, rounding half to even like torch.round:
@@ -55,9 +56,16 @@ def _crop_pad(x: np.ndarray, y0: int, x0: int, size: int, value: float) -> np.nd
     return out
 
 
-def large_scale_jitter(image: np.ndarray, mask: np.ndarray, edge: np.ndarray, rng: np.random.Generator, *,
-                       output_size: int = OUTPUT_SIZE, scale_min: float = 0.1,
-                       scale_max: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def large_scale_jitter(
+    image: np.ndarray,
+    mask: np.ndarray,
+    edge: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    output_size: int = OUTPUT_SIZE,
+    scale_min: float = 0.1,
+    scale_max: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """LargeScaleJitter on image (H, W, 3), mask (H, W) 0..255 and edge (H, W) in [0, 1].
 
     Random long-side scale U(min, max) x 1024 keeping aspect, bilinear resize, random crop to at most

@@ -74,15 +74,15 @@ def test_iterator_state_round_trip(tmp_path):
     grain.checkpoint.CheckpointHandler().save(directory, item=fresh)
     following = next(fresh)
     restored = grain.checkpoint.CheckpointHandler().restore(
-        directory, item=pipeline.make_train_iterator(SOURCE, batch_size=2, seed=0))
+        directory, item=pipeline.make_train_iterator(SOURCE, batch_size=2, seed=0)
+    )
     assert _equal(following, next(restored))
 
 
 def test_process_shards_are_disjoint_and_cover_an_epoch():
     shards = []
     for index in range(2):
-        it = pipeline.make_train_iterator(SOURCE, batch_size=1, seed=0, shard_index=index, shard_count=2,
-                                          num_epochs=1)
+        it = pipeline.make_train_iterator(SOURCE, batch_size=1, seed=0, shard_index=index, shard_count=2, num_epochs=1)
         shards.append([_ids(b)[0] for b in it])
     assert len(shards[0]) == len(shards[1]) == N // 2
     assert not set(shards[0]) & set(shards[1]) and sorted(shards[0] + shards[1]) == list(range(N))

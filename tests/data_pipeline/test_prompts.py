@@ -109,8 +109,9 @@ def test_noisy_box_released_formula():
 def test_batch_prompt_choice_rules():
     rng = np.random.default_rng(0)
     masks = _masks(rng, 4, 256)
-    types = np.concatenate([prompts.sample_train_prompts(masks, np.random.default_rng(s))["prompt_type"]
-                            for s in range(300)])
+    types = np.concatenate(
+        [prompts.sample_train_prompts(masks, np.random.default_rng(s))["prompt_type"] for s in range(300)]
+    )
     assert set(np.unique(types)) == {0, 1, 2} and all(0.28 < np.mean(types == t) < 0.39 for t in range(3))
     masks[1] = 0  # an empty mask in the batch: points are removed for the whole batch, as in the release
     for s in range(50):
