@@ -13,9 +13,10 @@ import dataclasses
 from flax import nnx
 
 from vnsjax.modeling.adapter import add_adapters
-from vnsjax.modeling.image_encoder import ImageEncoderViT
+from vnsjax.modeling.image_encoder import ImageEncoderViT, set_attention
 from vnsjax.modeling.mask_decoder import MaskDecoder
 from vnsjax.modeling.mask_decoder_hq import MaskDecoderHQ
+from vnsjax.modeling.precision import set_precision
 from vnsjax.modeling.prompt_encoder import PromptEncoder
 from vnsjax.modeling.sam import Sam
 from vnsjax.modeling.vns_decoder import ABLATIONS, VnsDecoder, ablation_variant
@@ -103,8 +104,20 @@ def build_mask_decoder(cfg: ModelConfig, variant: str, rngs: nnx.Rngs) -> MaskDe
     )
 
 
-def build_sam(model_type: str | ModelConfig = "vit_b", variant: str = "sam", *, seed: int = 0) -> Sam:
-    """Builds a randomly initialised model; load weights with vnsjax.load_model or the converter."""
+def build_sam(
+    model_type: str | ModelConfig = "vit_b",
+    variant: str = "sam",
+    *,
+    seed: int = 0,
+    precision: str = "highest",
+    attention: str = "auto",
+) -> Sam:
+    """Builds a randomly initialised model; load weights with vnsjax.load_model or the converter.
+
+    precision: "highest" | "default" | "bf16" (vnsjax.modeling.precision); attention: "auto" or an encoder
+    attention implementation (vnsjax.modeling.attention). Both can be changed later with set_precision /
+    set_attention.
+    """
     cfg = get_model_config(model_type)
     rngs = nnx.Rngs(seed)
     model = Sam(
@@ -117,4 +130,4 @@ def build_sam(model_type: str | ModelConfig = "vit_b", variant: str = "sam", *, 
     if cfg.encoder_adapter_ratio:
         # Drawn last, so the base weights equal those of the same seed without adapters.
         add_adapters(model.image_encoder, cfg.encoder_adapter_ratio, rngs=rngs)
-    return model
+    return set_attention(set_precision(model, precision), attention)

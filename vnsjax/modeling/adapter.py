@@ -13,13 +13,13 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from vnsjax.modeling.common import gelu, torch_linear
+from vnsjax.modeling.common import EXACT, Linear, gelu, torch_linear
 
 
 class Adapter(nnx.Module):
     def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs):
         self.down = torch_linear(dim, hidden, rngs=rngs)
-        self.up = nnx.Linear(hidden, dim, kernel_init=nnx.initializers.zeros, rngs=rngs)
+        self.up = Linear(hidden, dim, kernel_init=nnx.initializers.zeros, rngs=rngs, **EXACT)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return x + self.up(gelu(self.down(x)))

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vnsjax.modeling.precision import HIGHEST, Numerics
+
 
 def gelu(x: jax.Array) -> jax.Array:
     """PyTorch's nn.GELU(): the exact erf form (flax's default is the tanh approximation)."""
@@ -31,19 +33,42 @@ def LayerNorm2d(num_channels: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
     return layer_norm(num_channels, 1e-6, rngs=rngs)
 
 
-def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
-    """nnx.Linear with PyTorch's default init (kaiming-uniform a=sqrt(5), U(+-1/sqrt(fan_in)) bias).
+class Linear(nnx.Linear):
+    """nnx.Linear that accumulates in float32 and returns the operand dtype (bf16 in, bf16 out).
+
+    Plain nnx.Linear with preferred_element_type=float32 would return float32 and silently widen every
+    activation after it. dtype/precision are set by precision.set_precision; built at "highest".
+    """
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return super().__call__(x).astype(self.dtype or jnp.result_type(x, self.kernel[...]))
+
+
+class Conv(nnx.Conv):
+    """nnx.Conv with the same float32 accumulation and operand-dtype output as `Linear`."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return super().__call__(x).astype(self.dtype or jnp.result_type(x, self.kernel[...]))
+
+
+# Construction default = the "highest" precision setting.
+EXACT = dict(precision=HIGHEST.precision, preferred_element_type=jnp.float32)
+
+
+def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, use_bias: bool = True) -> Linear:
+    """Linear with PyTorch's default init (kaiming-uniform a=sqrt(5), U(+-1/sqrt(fan_in)) bias).
 
     Only matters for modules trained from scratch; converted weights overwrite it.
     """
     bound = 1.0 / (in_features**0.5)
-    return nnx.Linear(
+    return Linear(
         in_features,
         out_features,
         use_bias=use_bias,
         kernel_init=fan_in_uniform(),
         bias_init=_uniform(bound),
         rngs=rngs,
+        **EXACT,
     )
 
 
@@ -56,10 +81,10 @@ def torch_conv(
     stride: int = 1,
     padding: int = 0,
     use_bias: bool = True,
-) -> nnx.Conv:
-    """nnx.Conv with PyTorch's Conv2d semantics: explicit symmetric padding and default init."""
+) -> Conv:
+    """Conv with PyTorch's Conv2d semantics: explicit symmetric padding and default init."""
     fan_in = in_features * kernel_size * kernel_size
-    return nnx.Conv(
+    return Conv(
         in_features,
         out_features,
         kernel_size=(kernel_size, kernel_size),
@@ -69,6 +94,7 @@ def torch_conv(
         kernel_init=fan_in_uniform(),
         bias_init=_uniform(1.0 / fan_in**0.5),
         rngs=rngs,
+        **EXACT,
     )
 
 
@@ -142,13 +168,14 @@ class ConvTranspose2x2(nnx.Module):
         bound = 1.0 / (out_features * 4) ** 0.5
         self.kernel = nnx.Param(_uniform(bound)(rngs.params(), (2, 2, in_features, out_features)))
         self.bias = nnx.Param(_uniform(bound)(rngs.params(), (out_features,)))
+        self.numerics: Numerics = HIGHEST
 
     def __call__(self, x: jax.Array) -> jax.Array:
         n, h, w, _ = x.shape
         k = self.kernel[...]
-        y = jnp.einsum("nhwc,abco->nhawbo", x, k.astype(x.dtype))
-        y = y.reshape(n, 2 * h, 2 * w, k.shape[-1])
-        return y + self.bias[...].astype(x.dtype)
+        y = self.numerics.einsum("nhwc,abco->nhawbo", x, k.astype(x.dtype), out_dtype=jnp.float32)
+        y = y.reshape(n, 2 * h, 2 * w, k.shape[-1]) + self.bias[...]
+        return y.astype(self.numerics.dtype or x.dtype)
 
 
 def upscale_x4(in_dim: int, mid_dim: int, out_dim: int, *, final_gelu: bool, rngs: nnx.Rngs) -> nnx.Sequential:

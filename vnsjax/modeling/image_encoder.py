@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vnsjax.modeling.attention import IMPLEMENTATIONS, rel_pos_attention
 from vnsjax.modeling.common import LayerNorm2d, MLPBlock, gelu, layer_norm, torch_conv, torch_linear
+from vnsjax.modeling.precision import HIGHEST, Numerics
 
 
 class PatchEmbed(nnx.Module):
@@ -31,7 +33,7 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: jax.Array) -> jax.Array:
 
 
 class Attention(nnx.Module):
-    """Multi-head attention with decomposed relative positions (MViTv2)."""
+    """Multi-head attention with decomposed relative positions (MViTv2); `implementation` as in attention.py."""
 
     def __init__(
         self,
@@ -41,6 +43,7 @@ class Attention(nnx.Module):
         *,
         qkv_bias: bool = True,
         use_rel_pos: bool = True,
+        implementation: str = "auto",
         rngs: nnx.Rngs,
     ):
         self.num_heads = num_heads
@@ -49,6 +52,8 @@ class Attention(nnx.Module):
         self.qkv = torch_linear(dim, dim * 3, use_bias=qkv_bias, rngs=rngs)
         self.proj = torch_linear(dim, dim, rngs=rngs)
         self.use_rel_pos = use_rel_pos
+        self.implementation = implementation
+        self.numerics: Numerics = HIGHEST
         if use_rel_pos:
             # PyTorch inits these to zero; checkpoints always carry them.
             self.rel_pos_h = nnx.Param(jnp.asarray(np.zeros((2 * input_size[0] - 1, head_dim), np.float32)))
@@ -59,50 +64,15 @@ class Attention(nnx.Module):
         nh, hd = self.num_heads, c // self.num_heads
         # [q | k | v] along the output axis, heads contiguous inside each part.
         qkv = self.qkv(x).reshape(b, h, w, 3, nh, hd)
-        q, k, v = (jnp.moveaxis(qkv[..., i, :, :], 3, 1) for i in range(3))  # (b, nh, h, w, hd)
+        q, k, v = (qkv[..., i, :, :] for i in range(3))  # (b, h, w, nh, hd)
+        rh = rw = None
         if self.use_rel_pos:
-            rh = get_rel_pos(h, h, self.rel_pos_h[...]).astype(q.dtype)
-            rw = get_rel_pos(w, w, self.rel_pos_w[...]).astype(q.dtype)
-            # The original adds the term computed from the *unscaled* q.
-            rel_h = jnp.einsum("bnhwd,hxd->bnhwx", q, rh)
-            rel_w = jnp.einsum("bnhwd,wyd->bnhwy", q, rw)
-        else:
-            rel_h = jnp.zeros((b, nh, h, w, h), q.dtype)
-            rel_w = jnp.zeros((b, nh, h, w, w), q.dtype)
-        flat = lambda t: t.reshape(b * nh, h * w, t.shape[-1])
-        out = _attention(flat(q * self.scale), flat(k), flat(v), flat(rel_h), flat(rel_w), (h, w))
-        out = jnp.moveaxis(out.reshape(b, nh, h, w, hd), 1, 3)
+            rh = get_rel_pos(h, h, self.rel_pos_h[...])
+            rw = get_rel_pos(w, w, self.rel_pos_w[...])
+        out = rel_pos_attention(
+            q, k, v, rh, rw, scale=self.scale, implementation=self.implementation, numerics=self.numerics
+        )
         return self.proj(out.reshape(b, h, w, c))
-
-
-QUERY_CHUNK = 1024
-
-
-def _attention(q, k, v, rel_h, rel_w, hw: tuple[int, int]) -> jax.Array:
-    """softmax(q k^T + rel_h + rel_w) v for (heads, L, d) inputs.
-
-    Global blocks have 4096 tokens: one head's full score matrix is 64 MiB, so on CPU the scores are
-    computed one head and one block of 1024 queries at a time (4 MiB, cache resident), which is ~3x
-    faster than materialising all heads at once. Small (window) problems take one batched step.
-    """
-    n, L, d = q.shape
-    h, w = hw
-
-    def block(qc, rhc, rwc, kk, vv):
-        s = jnp.einsum("qd,kd->qk", qc, kk).reshape(-1, h, w) + rhc[:, :, None] + rwc[:, None, :]
-        p = jax.nn.softmax(s.reshape(-1, L).astype(jnp.float32), axis=-1).astype(vv.dtype)
-        return p @ vv
-
-    if L <= QUERY_CHUNK or L % QUERY_CHUNK:
-        return jax.vmap(block)(q, rel_h, rel_w, k, v)
-    nc = L // QUERY_CHUNK
-
-    def head(args):
-        qh, rhh, rwh, kh, vh = args
-        chunks = (qh.reshape(nc, QUERY_CHUNK, d), rhh.reshape(nc, QUERY_CHUNK, h), rwh.reshape(nc, QUERY_CHUNK, w))
-        return jax.lax.map(lambda c: block(*c, kh, vh), chunks).reshape(L, d)
-
-    return jax.lax.map(head, (q, rel_h, rel_w, k, v))
 
 
 def window_partition(x: jax.Array, window_size: int) -> tuple[jax.Array, tuple[int, int]]:
@@ -140,6 +110,7 @@ class Block(nnx.Module):
         *,
         qkv_bias: bool = True,
         use_rel_pos: bool = True,
+        attention: str = "auto",
         rngs: nnx.Rngs,
     ):
         self.norm1 = layer_norm(dim, 1e-6, rngs=rngs)
@@ -149,6 +120,7 @@ class Block(nnx.Module):
             input_size if window_size == 0 else (window_size, window_size),
             qkv_bias=qkv_bias,
             use_rel_pos=use_rel_pos,
+            implementation=attention,
             rngs=rngs,
         )
         self.norm2 = layer_norm(dim, 1e-6, rngs=rngs)
@@ -190,8 +162,10 @@ class ImageEncoderViT(nnx.Module):
         use_rel_pos: bool = True,
         window_size: int = 14,
         global_attn_indexes: tuple[int, ...] = (),
+        attention: str = "auto",
         rngs: nnx.Rngs,
     ):
+        """attention: the attention implementation of every block (vnsjax.modeling.attention)."""
         self.img_size = img_size
         grid = img_size // patch_size
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, rngs=rngs)
@@ -208,6 +182,7 @@ class ImageEncoderViT(nnx.Module):
                     (grid, grid),
                     qkv_bias=qkv_bias,
                     use_rel_pos=use_rel_pos,
+                    attention=attention,
                     rngs=rngs,
                 )
                 for i in range(depth)
@@ -237,3 +212,15 @@ class ImageEncoderViT(nnx.Module):
 
 
 _remat_block = nnx.remat(lambda blk, x: blk(x))
+
+
+def set_attention(model: nnx.Module, implementation: str) -> nnx.Module:
+    """Sets the attention implementation (vnsjax.modeling.attention) of every encoder block in `model`, in place."""
+    if implementation != "auto" and implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"Unknown attention implementation {implementation!r}; expected 'auto' or one of {IMPLEMENTATIONS}."
+        )
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, Attention):
+            node.implementation = implementation
+    return model

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vnsjax.modeling.common import MLP, embed, upscale_x4
+from vnsjax.modeling.precision import HIGHEST, Numerics
 from vnsjax.modeling.transformer import TransformerOutput, TwoWayTransformer
 
 
@@ -88,6 +89,7 @@ class MaskDecoder(nnx.Module):
         self.iou_prediction_head = MLP(
             transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth, rngs=rngs
         )
+        self.numerics: Numerics = HIGHEST
 
     def run_transformer(
         self,
@@ -116,6 +118,8 @@ class MaskDecoder(nnx.Module):
         if sparse_mask is not None:
             key_mask = jnp.concatenate([jnp.ones((b, n_out), bool), sparse_mask], axis=1)
         src = image_embeddings + dense_prompt_embeddings
+        if self.numerics.dtype is not None:  # activations in the compute dtype from here on
+            src, image_pe, tokens = (t.astype(self.numerics.dtype) for t in (src, image_pe, tokens))
         return self.transformer(src, image_pe, tokens, key_mask)
 
     def upscale(self, keys: jax.Array, hw: tuple[int, int]) -> jax.Array:
@@ -128,7 +132,7 @@ class MaskDecoder(nnx.Module):
         hyper_in = jnp.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], axis=1
         )
-        return jnp.einsum("bkc,bhwc->bkhw", hyper_in, upscaled)
+        return self.numerics.einsum("bkc,bhwc->bkhw", hyper_in, upscaled, out_dtype=jnp.float32)
 
     def predict_masks(
         self,
@@ -144,7 +148,7 @@ class MaskDecoder(nnx.Module):
         hs = out.queries
         upscaled = self.upscale(out.keys, image_embeddings.shape[1:3])
         masks = self.hyper_masks(hs[:, 1 : 1 + self.num_mask_tokens], upscaled)
-        iou_pred = self.iou_prediction_head(hs[:, 0])
+        iou_pred = self.iou_prediction_head(hs[:, 0]).astype(jnp.float32)
         return masks, iou_pred
 
     def image_features(

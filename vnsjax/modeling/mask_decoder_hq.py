@@ -20,6 +20,7 @@ from flax import nnx
 
 from vnsjax.modeling.common import MLP, embed, mask_feature_convs, upscale_x4
 from vnsjax.modeling.mask_decoder import DecoderOutput, MaskDecoder
+from vnsjax.modeling.precision import HIGHEST, Numerics
 
 
 def decoder_param_filter(*names: str) -> Callable[[tuple, object], bool]:
@@ -42,14 +43,14 @@ def decoder_param_filter(*names: str) -> Callable[[tuple, object], bool]:
     return predicate
 
 
-def token_mask(token: jax.Array, embedding: jax.Array) -> jax.Array:
-    """Hypernetwork vector (B, C) . pixel embedding (1 or B, H, W, C) -> (B, 1, H, W) logits.
+def token_mask(token: jax.Array, embedding: jax.Array, numerics: Numerics = HIGHEST) -> jax.Array:
+    """Hypernetwork vector (B, C) . pixel embedding (1 or B, H, W, C) -> (B, 1, H, W) float32 logits.
 
     A batch-1 embedding is an image-level feature shared by all B prompts; it is not materialised per prompt.
     """
     if embedding.shape[0] == 1 and token.shape[0] != 1:
-        return jnp.einsum("bc,hwc->bhw", token, embedding[0])[:, None]
-    return jnp.einsum("bc,bhwc->bhw", token, embedding)[:, None]
+        return numerics.einsum("bc,hwc->bhw", token, embedding[0], out_dtype=jnp.float32)[:, None]
+    return numerics.einsum("bc,bhwc->bhw", token, embedding, out_dtype=jnp.float32)[:, None]
 
 
 def select_sam_mask(masks: jax.Array, iou_pred: jax.Array, multimask_output: bool) -> tuple[jax.Array, jax.Array]:
@@ -117,8 +118,8 @@ class MaskDecoderHQ(MaskDecoder):
         upscaled = self.upscale(out.keys, image_embeddings.shape[1:3])
         masks_sam = self.hyper_masks(hs[:, 1 : 1 + n], upscaled)
         upscaled_hq = self.embedding_maskfeature(upscaled) + hq_features
-        mask_hq = token_mask(self.hf_mlp(hs[:, 1 + n]), upscaled_hq)
-        return masks_sam, mask_hq, self.iou_prediction_head(hs[:, 0])
+        mask_hq = token_mask(self.hf_mlp(hs[:, 1 + n]), upscaled_hq, self.numerics)
+        return masks_sam, mask_hq, self.iou_prediction_head(hs[:, 0]).astype(jnp.float32)
 
     def __call__(
         self,

@@ -33,7 +33,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vnsjax.modeling.common import ConvTranspose2x2, LayerNorm2d, constant_init, fan_in_uniform, gelu, relu, torch_conv
+from vnsjax.modeling.common import (
+    EXACT,
+    Conv,
+    ConvTranspose2x2,
+    LayerNorm2d,
+    constant_init,
+    fan_in_uniform,
+    gelu,
+    relu,
+    torch_conv,
+)
 from vnsjax.modeling.dwt import haar_dwt
 
 # Width of the edge branch; hard-coded in the released Aggregator/DecoupleHead (hence one_conv_llhh's 352 = 256 + 96).
@@ -96,7 +106,7 @@ class CA(nnx.Module):
 
     def __init__(self, *, rngs: nnx.Rngs):
         # PyTorch's default Conv1d init: U(+-1/sqrt(fan_in)), fan_in = 3.
-        self.conv = nnx.Conv(
+        self.conv = Conv(
             1,
             1,
             kernel_size=(3,),
@@ -104,6 +114,7 @@ class CA(nnx.Module):
             use_bias=False,
             kernel_init=fan_in_uniform(),
             rngs=rngs,
+            **EXACT,
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -32,7 +32,10 @@ class PositionEmbeddingRandom(nnx.Module):
 
     def _pe_encoding(self, coords: jax.Array) -> jax.Array:
         coords = 2 * coords - 1
-        coords = coords @ self.positional_encoding_gaussian_matrix[...].astype(coords.dtype)
+        # Always true float32: a K=2 product feeding sin/cos of phases up to ~20 rad, where TF32/bf16
+        # rounding would shift every Fourier feature; it costs nothing.
+        g = self.positional_encoding_gaussian_matrix[...].astype(jnp.float32)
+        coords = jnp.matmul(coords.astype(jnp.float32), g, precision=jax.lax.Precision.HIGHEST)
         coords = 2 * math.pi * coords
         return jnp.concatenate([jnp.sin(coords), jnp.cos(coords)], axis=-1)
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vnsjax.modeling.common import MLPBlock, layer_norm, relu, torch_linear
+from vnsjax.modeling.precision import HIGHEST, Numerics
 
 
 class Attention(nnx.Module):
@@ -27,6 +28,7 @@ class Attention(nnx.Module):
         self.k_proj = torch_linear(embedding_dim, self.internal_dim, rngs=rngs)
         self.v_proj = torch_linear(embedding_dim, self.internal_dim, rngs=rngs)
         self.out_proj = torch_linear(self.internal_dim, embedding_dim, rngs=rngs)
+        self.numerics: Numerics = HIGHEST
 
     def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
         b, nq, _ = q.shape
@@ -35,11 +37,11 @@ class Attention(nnx.Module):
         q = self.q_proj(q).reshape(b, nq, nh, hd)
         k = self.k_proj(k).reshape(b, nk, nh, hd)
         v = self.v_proj(v).reshape(b, nk, nh, hd)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(jnp.asarray(hd, q.dtype))
+        logits = self.numerics.einsum("bqhd,bkhd->bhqk", q, k, out_dtype=jnp.float32) / jnp.sqrt(jnp.float32(hd))
         if key_mask is not None:
             logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
-        attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(b, nq, self.internal_dim)
+        attn = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        out = self.numerics.einsum("bhqk,bkhd->bqhd", attn, v).reshape(b, nq, self.internal_dim)
         return self.out_proj(out)
 
 

@@ -302,8 +302,8 @@ class VnsDecoder(MaskDecoder):
             edge_embedding = upscaled
 
         mask_hyper, edge_hyper = self._hyper(hs)
-        vns_mask = token_mask(mask_hyper, vns_embedding)
-        edge = None if edge_hyper is None else token_mask(edge_hyper, edge_embedding)
+        vns_mask = token_mask(mask_hyper, vns_embedding, self.numerics)
+        edge = None if edge_hyper is None else token_mask(edge_hyper, edge_embedding, self.numerics)
 
         interm_mask = interm_edge = None
         if a.multi_stage:
@@ -313,23 +313,24 @@ class VnsDecoder(MaskDecoder):
             else:
                 interm_embedding = self.embedding_maskfeature(self.upscale(out.interm_keys, hw)) + mask_feature
             interm_mask_hyper, interm_edge_hyper = self._hyper(interm_hs)
-            interm_mask = token_mask(interm_mask_hyper, interm_embedding)
+            interm_mask = token_mask(interm_mask_hyper, interm_embedding, self.numerics)
             if interm_edge_hyper is not None:
-                interm_edge = token_mask(interm_edge_hyper, edge_embedding)
+                interm_edge = token_mask(interm_edge_hyper, edge_embedding, self.numerics)
 
         keys = out.keys.reshape(b, *hw, self.transformer_dim)
         if a.edge_fusion:
             # MPL&MPL: the refined final edge replaces the final edge everywhere.
             edge = jnp.moveaxis(_fuse(self.supple_feat_head_edge, self.fusion_layer2, edge, keys)[0], -1, 1)
+            edge = edge.astype(jnp.float32)
         fused_mask = dense_map = None
         if a.mask_fusion:
             fused, dense = _fuse(self.dense_pred_head, self.fusion_layer, vns_mask, keys)
-            fused_mask, dense_map = jnp.moveaxis(fused, -1, 1), jnp.moveaxis(dense, -1, 1)
+            fused_mask, dense_map = (jnp.moveaxis(t, -1, 1).astype(jnp.float32) for t in (fused, dense))
 
         sam_masks = iou_predictions = None
         if not hq_token_only:
             masks = self.hyper_masks(hs[:, 1 : 1 + self.num_mask_tokens], upscaled)
-            iou = self.iou_prediction_head(hs[:, 0])
+            iou = self.iou_prediction_head(hs[:, 0]).astype(jnp.float32)
             sam_masks, iou_predictions = select_sam_mask(masks, iou, multimask_output)
 
         extras = {
