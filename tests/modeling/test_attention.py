@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tests.tolerance import assert_close
 from vnsjax import MODEL_CONFIGS, build_sam
 from vnsjax.modeling import attention as attn
 from vnsjax.modeling.image_encoder import set_attention
@@ -193,5 +194,5 @@ def test_encoder_parity_with_segment_anything(tiny_pair, impl):
         ctx = pltpu.force_tpu_interpret_mode()
     with ctx:
         emb, interm = nnx.jit(lambda m, x: m.image_encoder(x))(model, jnp.asarray(x))
-    for ref, out in zip(refs, [emb, *interm], strict=True):
-        assert np.abs(np.asarray(out) - ref).max() <= 1e-5 * np.abs(ref).max()
+    for i, (ref, out) in enumerate(zip(refs, [emb, *interm], strict=True)):
+        assert_close(out, ref, rel=1e-5, err_msg=f"{impl} output {i}")
