@@ -58,19 +58,22 @@ def _tiny_inputs(seed: int, prompts: int = 8):
 
 @nnx.jit
 def _forward(model, x, boxes, points, labels):
-    """Encoder (+ NSFM) and decoder: image embedding and every mask-logit map of the variant."""
+    """Encoder, the decoder's per-image features and the decoder: image embedding and every logit map / score."""
     emb, interm = model.image_encoder(x)
-    sparse, sparse_mask, dense = model.prompt_encoder((points, labels), boxes, None)
-    pe = model.prompt_encoder.get_dense_pe()
     dec = model.mask_decoder
-    if model.variant == "sam":
-        masks, iou = dec(emb, pe, sparse, dense, True, sparse_mask)
-        return emb, {"masks": masks, "iou": iou}
-    if model.variant == "hq":
-        masks, iou = dec(emb, pe, sparse, dense, False, False, interm, sparse_mask=sparse_mask)
-        return emb, {"masks": masks, "iou": iou}
-    out = dec(emb, pe, sparse, dense, False, features=dec.neck_features(interm), sparse_mask=sparse_mask)
-    return emb, {"fused": out.fused_mask, "vns": out.vns_mask, "edge": out.edge, "sam": out.sam_masks}
+    sparse, sparse_mask, dense = model.prompt_encoder((points, labels), boxes, None)
+    out = dec(
+        emb,
+        model.prompt_encoder.get_dense_pe(),
+        sparse,
+        dense,
+        features=dec.image_features(emb, interm),
+        multimask_output=model.variant == "sam",
+        sparse_mask=sparse_mask,
+    )
+    maps = {"masks": out.masks, "iou": out.iou_predictions}
+    maps.update({k: v for k, v in out.extras.items() if k != "dense_map"})
+    return emb, maps
 
 
 def rounding_points(model: nnx.Module) -> int:
