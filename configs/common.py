@@ -15,8 +15,16 @@ def released_recipe(model_type: str) -> mlc.ConfigDict:
     c.seed = 42  # released: 42 + rank; here one seed, data shards differ by process
     # Converted SAM checkpoint directory (python -m convert_weights); empty: random base (demo and tests only).
     c.sam_checkpoint = ""
-    # What trains (vnsjax.training.optim): "released" = METI + NSFM, or comma-separated module paths of the model.
+    # Recipe (docs/training.md#recipes). variant: a vnsjax.build_sam.DECODERS name (sam | hq | vns | vns_<ablation>).
+    # trainable (vnsjax.training.optim): "released" = the variant's own set (VNS: METI + NSFM), decoder | token |
+    # encoder_decoder, or comma-separated module paths ("-path" excludes). loss: "released" = the variant's own
+    # (sam also: structure | hq; hq also: structure).
+    c.variant = "vns"
     c.trainable = "released"
+    c.loss = "released"
+    c.encoder_adapter_ratio = 0.0  # > 0: a trained bottleneck adapter of this width ratio in every encoder block
+    c.remat = False  # rematerialise encoder blocks in the backward pass (recipes that train encoder parameters)
+    c.prompts = "data"  # vnsjax.training.step.PROMPTS: the data pipeline's box / points / noisy mask prompts
 
     # Input: VNS-SEG root with the five training sources (data_pipeline.vns_seg); empty: synthetic data.
     c.data_dir = ""
@@ -54,17 +62,57 @@ def released_recipe(model_type: str) -> mlc.ConfigDict:
     return c
 
 
-def check_arg(arg: str | None, allowed: tuple[str, ...] = ("smoke",)) -> None:
-    """`--config FILE:ARG` takes only the variants a config defines; anything else is a typo, not a default."""
-    if arg and arg not in allowed:
-        raise ValueError(f"unknown config variant {arg!r}; expected one of {allowed} (or none)")
+MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
+ADAPTER_RATIO = 0.25  # SAM-Med2D's bottleneck width
+
+
+def parse_arg(arg: str | None, choices: tuple[str, ...], default: str) -> tuple[str, str | None, set[str]]:
+    """`--config FILE:a,b,...` -> (the one choice named, or `default`; the model type named, or None; flags).
+
+    Flags are "smoke" and "adapter". Anything else is refused: a typo must not fall back to a default.
+    """
+    words = [w.strip() for w in (arg or "").split(",") if w.strip()]
+    picked = [w for w in words if w in choices]
+    models = [w for w in words if w in MODEL_TYPES]
+    flags = {w for w in words if w in ("smoke", "adapter")}
+    unknown = [w for w in words if w not in (*choices, *MODEL_TYPES, "smoke", "adapter")]
+    if unknown or len(picked) > 1 or len(models) > 1:
+        raise ValueError(
+            f"config argument {arg!r}: expected at most one of {choices}, at most one of {MODEL_TYPES}, "
+            "and the flags smoke / adapter, separated by commas"
+        )
+    return (picked[0] if picked else default), (models[0] if models else None), flags
+
+
+def apply_flags(c: mlc.ConfigDict, flags: set[str]) -> mlc.ConfigDict:
+    """`adapter`: encoder adapters, trained with the recipe's own modules; `smoke`: a few steps of the tiny model."""
+    if "adapter" in flags:
+        c.encoder_adapter_ratio = ADAPTER_RATIO
+        c.remat = True
+    if "smoke" in flags:
+        c.model_type = "tiny"  # same code paths as the ViTs at a fraction of the cost
+        c.seed = 0
+        c.synthetic_images = 2
+        c.batch_size = 2
+        c.num_train_steps = 3
+        c.num_workers = 0
+        c.checkpoint_every_steps = 0
+        c.eval_every_steps = 0
+        c.eval_num_images = 1
+        c.progress_bar = False
+    return c
 
 
 def backbone_config(model_type: str, arg: str | None) -> mlc.ConfigDict:
-    """configs/vit_{b,l,h}.py: the released recipe, or with `:smoke` two steps on tiny synthetic data."""
-    check_arg(arg)
+    """configs/vit_{b,l,h}.py: the released recipe; `:adapter` adds encoder adapters (VNS-SAM + Encoder Adapter);
+    `:smoke` two steps on tiny synthetic data."""
+    _, named, flags = parse_arg(arg, (), "")
+    if named:
+        raise ValueError(f"config argument {arg!r}: this file is {model_type}; the model type is not an argument")
     c = released_recipe(model_type)
-    if arg == "smoke":
+    if "adapter" in flags:
+        apply_flags(c, {"adapter"})
+    if "smoke" in flags:
         c.synthetic_images = 2
         c.batch_size = 1
         c.num_train_steps = 2

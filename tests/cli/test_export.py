@@ -65,3 +65,29 @@ def test_exported_matches_live(variant, tmp_path):
             assert masks.shape == (b, c, 64, 64) and scores.shape[0] == b
             np.testing.assert_allclose(np.asarray(masks), np.asarray(want_masks), atol=TOL, rtol=TOL)
             np.testing.assert_allclose(np.asarray(scores), np.asarray(want_scores), atol=TOL, rtol=TOL)
+
+
+def test_export_keeps_encoder_adapters(tmp_path):
+    """A model with (trained, non-zero) encoder adapters exports them: the bundle's embedding is the live one."""
+    import dataclasses
+
+    from flax import nnx
+
+    from vnsjax.build_sam import MODEL_CONFIGS
+
+    model = build_sam(dataclasses.replace(MODEL_CONFIGS["tiny"], encoder_adapter_ratio=0.25), "sam", seed=3)
+    for path, var in nnx.to_flat_state(nnx.state(model)):
+        if "adapter" in [str(k) for k in path]:
+            var.set_value(var.get_value() + 0.05)
+    ckpt = save_model(model, tmp_path / "ckpt")
+    bundle = tmp_path / "model.vnsjax"
+    assert main(["--checkpoint", str(ckpt), "--out", str(bundle), "--platforms", "cpu"]) == 0
+    image = np.random.default_rng(1).uniform(0, 255, (1, 256, 256, 3)).astype(np.float32)
+    hw = np.array([256, 256], np.int32)
+    got = np.asarray(load_exported(bundle).encode(image, hw)["embedding"])
+    live = np.asarray(model.image_features(jnp.asarray(image), jnp.asarray(hw[None])).embedding)
+    base = np.asarray(
+        build_sam("tiny", "sam", seed=3).image_features(jnp.asarray(image), jnp.asarray(hw[None])).embedding
+    )
+    np.testing.assert_allclose(got, live, atol=TOL, rtol=TOL)
+    assert np.abs(live - base).max() > 100 * TOL  # the adapters are in the exported computation

@@ -224,6 +224,21 @@ def test_sam_loss_iou_term_regresses_actual_iou_without_touching_masks():
     np.testing.assert_allclose(g_scores, 2 * (np.asarray(iou_pred) - actual) / 6, rtol=1e-5, atol=1e-7)
 
 
+def test_sam_loss_candidates_select_outputs_per_prompt():
+    """SAM's four-token training: token 0 for an unambiguous prompt, the min over tokens 1-3 for a single point."""
+    rng = np.random.default_rng(10)
+    logits = (rng.normal(size=(2, 4, 16, 16)) * 3).astype(np.float32)
+    iou_pred = rng.random((2, 4)).astype(np.float32)
+    y = soft_target(rng, 2, 32).astype(np.float32)
+    cand = np.array([[True, False, False, False], [False, True, True, True]])
+    got, terms = sam(logits, iou_pred, y, candidates=cand)
+    one, one_terms = sam(logits[:1, :1], iou_pred[:1, :1], y[:1])
+    multi, multi_terms = sam(logits[1:, 1:], iou_pred[1:, 1:], y[1:])
+    assert float(got) == pytest.approx((float(one) + float(multi)) / 2, rel=1e-6)
+    for k in terms:
+        assert float(terms[k]) == pytest.approx((float(one_terms[k]) + float(multi_terms[k])) / 2, rel=1e-6), k
+
+
 def test_sam_loss_finite_for_extreme_logits():
     rng = np.random.default_rng(6)
     logits = jnp.asarray(rng.choice([-200.0, -30.0, 0.0, 30.0, 200.0], size=(2, 3, 8, 8)), jnp.float32)

@@ -188,8 +188,8 @@ class ImageEncoderViT(nnx.Module):
                 for i in range(depth)
             ]
         )
-        # Rematerialise each block in the backward pass (training through the encoder): activation memory of
-        # one block instead of all of them, for one extra forward. Static; set by the trainer.
+        # Rematerialise each block in the backward pass (training through the encoder): the saved activations are
+        # the blocks' inputs, not their insides, for one extra forward. Static; set by the trainer.
         self.remat = False
         self.neck = nnx.Sequential(
             torch_conv(embed_dim, out_chans, 1, use_bias=False, rngs=rngs),
@@ -203,12 +203,48 @@ class ImageEncoderViT(nnx.Module):
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             x = x + self.pos_embed[...].astype(x.dtype)
-        interm = []
-        for blk in self.blocks:
-            x = _remat_block(blk, x) if self.remat else blk(x)
-            if blk.window_size == 0:
-                interm.append(x)
+        if self.remat:
+            x, interm = self._remat_blocks(x)
+        else:
+            interm = []
+            for blk in self.blocks:
+                x = blk(x)
+                if blk.window_size == 0:
+                    interm.append(x)
         return self.neck(x), interm
+
+    def _remat_blocks(self, x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
+        """The blocks with each one rematerialised, as a scan over the repeating [window x k, global] groups.
+
+        Unrolled checkpoints leave the compiler free to schedule every recomputation early (XLA:CPU does, and
+        then keeps all activations alive); inside a scan the recomputation must happen in its backward
+        iteration. SAM's encoders all repeat one group (global blocks at k, 2k+1, ...); any other layout falls
+        back to unrolled checkpoints.
+        """
+        period = next(i for i, b in enumerate(self.blocks) if b.window_size == 0) + 1
+        groups = len(self.blocks) // period
+        pattern = [b.window_size == 0 for b in self.blocks]
+        if groups * period != len(self.blocks) or pattern != ([False] * (period - 1) + [True]) * groups:
+            interm = []
+            for blk in self.blocks:
+                x = _remat_block(blk, x)
+                if blk.window_size == 0:
+                    interm.append(x)
+            return x, interm
+        graphdefs = [nnx.split(self.blocks[j])[0] for j in range(period)]
+        # Position j of every group, stacked on a leading group axis (the scanned axis).
+        stacked = [
+            jax.tree.map(lambda *xs: jnp.stack(xs), *(nnx.state(self.blocks[g * period + j]) for g in range(groups)))
+            for j in range(period)
+        ]
+
+        def group(x: jax.Array, states: list) -> tuple[jax.Array, jax.Array]:
+            for graphdef, state in zip(graphdefs, states, strict=True):
+                x = jax.checkpoint(lambda s, h, gd=graphdef: nnx.merge(gd, s)(h))(state, x)
+            return x, x  # the group's last block is global: its output is an interm embedding
+
+        x, interm = jax.lax.scan(group, x, stacked)
+        return x, list(interm)
 
 
 _remat_block = nnx.remat(lambda blk, x: blk(x))

@@ -94,6 +94,33 @@ def validate_config(config: mlc.ConfigDict) -> None:
         raise ConfigError(f"config.data_dir = {config.data_dir!r}: expected a VNS-SEG root directory; none there")
     if config.sam_checkpoint:
         check_model_dir(config.sam_checkpoint)
+    check_recipe(config)
+
+
+def check_recipe(config: mlc.ConfigDict) -> None:
+    """The recipe fields (docs/training.md#recipes): variant, loss, trainable spec syntax, adapters, prompts."""
+    from vnsjax.build_sam import VARIANTS
+    from vnsjax.training import optim
+    from vnsjax.training.state import variant_losses
+    from vnsjax.training.step import PROMPTS
+
+    if config.variant not in VARIANTS:
+        raise ConfigError(f"config.variant = {config.variant!r}: expected one of {VARIANTS}")
+    allowed = variant_losses(config.variant)
+    if config.loss != "released" and config.loss not in allowed:
+        raise ConfigError(
+            f"config.loss = {config.loss!r}: the {config.variant} variant trains with 'released' or one of {allowed}"
+        )
+    if config.trainable != "released":
+        try:
+            optim.parse_spec(config.trainable)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    ratio = config.encoder_adapter_ratio
+    if not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
+        raise ConfigError(f"config.encoder_adapter_ratio = {ratio!r}: expected 0 (no adapters) or a ratio in (0, 1]")
+    if config.prompts not in PROMPTS:
+        raise ConfigError(f"config.prompts = {config.prompts!r}: expected one of {sorted(PROMPTS)}")
 
 
 def check_model_dir(directory: str) -> None:

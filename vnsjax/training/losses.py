@@ -164,6 +164,7 @@ def sam_loss(
     alpha: float = 0.25,
     gamma: float = 2.0,
     supervise_all_iou: bool = True,
+    candidates: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """SAM's training loss; returns (total, per-term dict of the unweighted terms).
 
@@ -173,6 +174,9 @@ def sam_loss(
     ambiguous whole / part / subpart readings of a prompt. The IoU head regresses the actual IoU of each
     binarised mask (no gradient flows into the masks through it); supervise_all_iou=False trains only the
     chosen mask's score. Averaged over the batch.
+
+    candidates (B, K) bool restricts, per prompt, which outputs compete and have their score trained: SAM runs
+    all four mask tokens and uses token 0 for unambiguous prompts, tokens 1-3 for a single point.
     """
     target = _nhwc(target).astype(jnp.float32)
     logits = _to_target_size(jnp.moveaxis(mask_logits, 1, -1).astype(jnp.float32), target)
@@ -180,12 +184,18 @@ def sam_loss(
     focal = jnp.mean(sigmoid_focal_loss(logits, target, alpha=alpha, gamma=gamma), axis=axes)  # (B, K)
     dice = soft_dice_loss(jax.nn.sigmoid(logits), target, axes)
     iou_mse = (iou_pred.astype(jnp.float32) - jax.lax.stop_gradient(mask_iou(logits, target, axes))) ** 2
-    best = jnp.argmin(focal_weight * focal + dice_weight * dice, axis=1)[:, None]  # K = 1: always 0
+    if candidates is None:
+        candidates = jnp.ones(focal.shape, bool)
+    mask_loss = jnp.where(candidates, focal_weight * focal + dice_weight * dice, jnp.inf)
+    best = jnp.argmin(mask_loss, axis=1)[:, None]  # K = 1: always 0
 
     def pick(x: jax.Array) -> jax.Array:
         return jnp.take_along_axis(x, best, axis=1)[:, 0]
 
-    iou_term = jnp.mean(iou_mse, axis=1) if supervise_all_iou else pick(iou_mse)
+    if supervise_all_iou:
+        iou_term = jnp.sum(jnp.where(candidates, iou_mse, 0.0), axis=1) / jnp.sum(candidates, axis=1)
+    else:
+        iou_term = pick(iou_mse)
     terms = {"loss_focal": jnp.mean(pick(focal)), "loss_dice": jnp.mean(pick(dice)), "loss_iou": jnp.mean(iou_term)}
     total = focal_weight * terms["loss_focal"] + dice_weight * terms["loss_dice"] + iou_weight * terms["loss_iou"]
     return total, terms

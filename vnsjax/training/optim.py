@@ -1,8 +1,14 @@
 """What trains and how: the trainable-parameter filter, the learning-rate schedule and the optimizer, from a config.
 
 `config.trainable` decides what the optimizer sees (everything else is frozen and has no optimizer state):
-  "released"   the released VNS-SAM set, METI + NSFM (`vnsjax.modeling.vns_decoder.TRAINABLE`)
-  "a.b,c.d"    the nnx.Param under these dotted module paths of the model, e.g. "mask_decoder.neck"
+  "released"         what the variant's own training optimises: VNS-SAM (and its ablations) METI + NSFM, HQ-SAM
+                     its HQ modules, SAM everything (its pre-training)
+  "decoder"          FT-Decoder: SAM's mask decoder except the IoU token and IoU head
+  "token"            FT-Token: the mask tokens and their hypernetwork MLPs
+  "encoder_decoder"  FT-Encoder & Decoder: every parameter of the model
+  "a.b,c.d,-a.b.e"   the nnx.Param under these dotted module paths, minus those under the "-" paths
+A model with encoder adapters (`config.encoder_adapter_ratio`) trains them as well, whatever the spec.
+docs/training.md#recipes lists the recipes with their parameter counts.
 """
 
 from __future__ import annotations
@@ -14,24 +20,67 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from vnsjax.modeling.vns_decoder import TRAINABLE as RELEASED
-
 Filter = Any  # an nnx filter: a predicate (path, value) -> bool
 
+NAMED: dict[str, str] = {
+    "decoder": "mask_decoder,-mask_decoder.iou_token,-mask_decoder.iou_prediction_head",
+    "token": "mask_decoder.mask_tokens,mask_decoder.output_hypernetworks_mlps",
+    "encoder_decoder": "image_encoder,prompt_encoder,mask_decoder",
+}
 
-def trainable_filter(spec: str) -> Filter:
+
+def released_filter(variant: str) -> Filter:
+    """What the variant's released training optimises (its decoder's TRAINABLE; plain SAM: every parameter)."""
+    from vnsjax.build_sam import get_decoder_class
+
+    return get_decoder_class(variant).TRAINABLE
+
+
+def is_adapter(path: tuple, value: object) -> bool:
+    """An encoder adapter's parameter (vnsjax.modeling.adapter)."""
+    return isinstance(value, nnx.Param) and "adapter" in (str(k) for k in path)
+
+
+def parse_spec(spec: str) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """A path spec ("a.b,-a.b.c" or a NAMED recipe) -> (included, excluded) key tuples."""
+    parts = [p.strip() for p in NAMED.get(spec, spec).split(",") if p.strip()]
+    include = [tuple(p.split(".")) for p in parts if not p.startswith("-")]
+    exclude = [tuple(p[1:].split(".")) for p in parts if p.startswith("-")]
+    if not include:
+        raise ValueError(
+            f"config.trainable={spec!r}: expected 'released', one of {sorted(NAMED)} or comma-separated module paths"
+        )
+    return include, exclude
+
+
+def trainable_filter(spec: str, variant: str = "vns", adapters: bool = False) -> Filter:
     """`config.trainable` -> an nnx filter over the full model's state (see the module docstring)."""
     if spec == "released":
-        return RELEASED
-    prefixes = [tuple(p.split(".")) for p in spec.split(",") if p.strip()]
-    if not prefixes:
-        raise ValueError(f"config.trainable={spec!r}: expected 'released' or comma-separated module paths")
+        base = released_filter(variant)
+    else:
+        include, exclude = parse_spec(spec)
 
-    def predicate(path: tuple, value: object) -> bool:
-        keys = tuple(str(k) for k in path)
-        return isinstance(value, nnx.Param) and any(keys[: len(p)] == p for p in prefixes)
+        def base(path: tuple, value: object) -> bool:
+            keys = tuple(str(k) for k in path)
+            inside = any(keys[: len(p)] == p for p in include) and not any(keys[: len(p)] == p for p in exclude)
+            return isinstance(value, nnx.Param) and inside
 
-    return predicate
+    return nnx.Any(base, is_adapter) if adapters else base
+
+
+def check_spec(model: nnx.Module, spec: str) -> None:
+    """Every path of a spec must name parameters of `model`: a mistyped path would otherwise train less (or more)."""
+    from vnsjax.training.config_check import ConfigError
+
+    if spec == "released":
+        return
+    include, exclude = parse_spec(spec)
+    for prefix in include + exclude:
+        if not jax.tree.leaves(nnx.state(model, trainable_filter(".".join(prefix)))):
+            raise ConfigError(
+                f"config.trainable={spec!r}: {'.'.join(prefix)!r} selects no parameter of the {model.config.name} "
+                f"{model.variant} model"
+            )
 
 
 def learning_rate_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:

@@ -1,16 +1,17 @@
 """The training state: one pytree, made by `init_train_state`, stepped by `step.train_step`, saved as it is.
 
-The model is split once into
-  trainable    the parameters `config.trainable` selects (released: METI + NSFM): differentiated, Adam state;
+The model (`config.variant`: sam, hq, vns or a VNS ablation, with or without encoder adapters) is split once into
+  trainable    the parameters `config.trainable` selects (vnsjax.training.optim): differentiated, Adam state;
   batch_stats  NSFM BatchNorm running statistics: updated every step (train mode);
   frozen       everything else (image encoder, prompt encoder, SAM's decoder weights): never differentiated,
                no optimizer state, not checkpointed (rebuilt from `sam_checkpoint` or the seed on resume).
 `TrainState` holds the first two with the optimizer state, the step and the run's RNG key; `frozen` is passed
-beside it; the static half (graphdefs, optimizer, shardings) is a `TrainSetup`.
+beside it; the static half (graphdefs, optimizer, shardings, the `Recipe`) is a `TrainSetup`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,7 +24,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from vnsjax.build_sam import build_sam
+from vnsjax.build_sam import build_sam, get_model_config
 from vnsjax.model_dir import load_model
 from vnsjax.modeling.sam import Sam
 from vnsjax.training import optim, sharding
@@ -34,9 +35,33 @@ class TrainState(NamedTuple):
     batch_stats: nnx.State
     opt_state: optax.OptState
     step: jax.Array  # int32 scalar: optimizer updates applied so far
-    # The run's base key (key data). Nothing in the current model is stochastic (prompts are drawn by the data
-    # pipeline, whose state is checkpointed separately); kept so that a stochastic recipe resumes exactly.
+    # The run's base key (key data). Step s draws with fold_in(key, s) (HQ-SAM's point sampling), so a resumed
+    # run draws as an uninterrupted one; prompts are drawn by the data pipeline, whose state is checkpointed.
     rng: jax.Array
+
+
+def variant_losses(variant: str) -> tuple[str, ...]:
+    """The losses a variant can train with; the first is its own ("released"). VNS-SAM's ablations train as it."""
+    return {"sam": ("sam", "structure", "hq"), "hq": ("hq", "structure")}.get(variant, ("vns",))
+
+
+class Recipe(NamedTuple):
+    """The static choices of a training recipe (docs/training.md#recipes), resolved from the config."""
+
+    variant: str = "vns"  # vnsjax.build_sam.DECODERS: sam | hq | vns | vns_<ablation>
+    loss: str = "vns"  # sam (focal + dice + IoU MSE), hq (point-sampled BCE + dice), structure, vns (released)
+    train_encoder: bool = False  # some encoder parameter trains: gradients flow through the encoder
+    prompts: str = "data"  # vnsjax.training.step.PROMPTS: how a batch becomes prompts
+
+
+DEFAULT_RECIPE = Recipe()  # the released VNS-SAM training
+
+
+def make_recipe(config: mlc.ConfigDict, trainable: nnx.State) -> Recipe:
+    """The config's recipe (fields checked by config_check.check_recipe): "released" loss resolved per variant."""
+    loss = variant_losses(config.variant)[0] if config.loss == "released" else config.loss
+    train_encoder = any(k[0] == "image_encoder" for k, _ in nnx.to_flat_state(trainable))
+    return Recipe(config.variant, loss, train_encoder, config.prompts)
 
 
 class TrainSetup(NamedTuple):
@@ -49,6 +74,7 @@ class TrainSetup(NamedTuple):
     encoder_dtype: Any
     shardings: TrainState  # a NamedSharding per leaf of the state
     mesh: Mesh
+    recipe: Recipe = DEFAULT_RECIPE
 
 
 class Split(NamedTuple):
@@ -69,8 +95,16 @@ def init_train_state(
     Returns (state at step 0, frozen base, setup). The state is replicated; the frozen encoder is cast to
     `config.encoder_dtype` and, with `config.shard_encoder`, FSDP-sharded.
     """
-    model = build_model(config.model_type, config.seed, config.sam_checkpoint, config.variant)
+    model = build_model(
+        config.model_type,
+        config.seed,
+        config.sam_checkpoint,
+        variant=config.variant,
+        adapter_ratio=config.encoder_adapter_ratio,
+    )
+    model.image_encoder.remat = config.remat
     split = split_model(model, config.trainable)
+    recipe = make_recipe(config, split.trainable)
     dtype = jnp.dtype(config.encoder_dtype)
     frozen_shardings = sharding.state_shardings(
         split.frozen, mesh, shard_encoder=config.shard_encoder, min_size=config.shard_encoder_min_size
@@ -86,7 +120,8 @@ def init_train_state(
     )
     shardings = jax.tree.map(lambda _: sharding.replicated(mesh), host)
     state = sharding.put(host, shardings)
-    return state, frozen, TrainSetup(split.train_graphdef, split.eval_graphdef, tx, schedule, dtype, shardings, mesh)
+    setup = TrainSetup(split.train_graphdef, split.eval_graphdef, tx, schedule, dtype, shardings, mesh, recipe)
+    return state, frozen, setup
 
 
 def eval_model(setup: TrainSetup, state: TrainState, frozen: nnx.State) -> Sam:
@@ -95,16 +130,17 @@ def eval_model(setup: TrainSetup, state: TrainState, frozen: nnx.State) -> Sam:
 
 
 def load_sam_base(model: Sam, directory: str | Path) -> dict[str, int]:
-    """Copies a converted SAM model's encoder, prompt encoder and mask-decoder weights into a VNS-SAM `model`.
+    """Copies a converted model's encoder, prompt encoder and mask-decoder weights into `model` (any variant).
 
-    The VNS decoder holds SAM's decoder modules under the same names (transformer, output_upscaling, mask
-    tokens, hypernetworks, IoU head), so every leaf whose path and shape exist in both is copied; the VNS-only
-    modules keep their initialisation, as the released code loads SAM's decoder with strict=False.
-    Returns counts of copied leaves per top-level module.
+    The HQ and VNS decoders hold SAM's decoder modules under the same names (transformer, output_upscaling, mask
+    tokens, hypernetworks, IoU head), so every leaf whose path and shape exist in both is copied; modules the
+    source lacks (the variant's new modules, encoder adapters) keep their initialisation, as the released code
+    loads SAM's decoder with strict=False. A converted HQ-SAM directory into an HQ model copies everything
+    (HQ-SAM fine-tuning). Returns counts of copied leaves per top-level module.
     """
     sam = load_model(directory)
     if sam.config.encoder_embed_dim != model.config.encoder_embed_dim or sam.img_size != model.img_size:
-        raise ValueError(f"{directory} holds a {sam.config.name} model, the VNS model is {model.config.name}")
+        raise ValueError(f"{directory} holds a {sam.config.name} model, the model to train is {model.config.name}")
     counts = {}
     for name in ("image_encoder", "prompt_encoder", "mask_decoder"):
         src = dict(nnx.to_flat_state(nnx.state(getattr(sam, name))))
@@ -122,8 +158,14 @@ def load_sam_base(model: Sam, directory: str | Path) -> dict[str, int]:
     return counts
 
 
-def build_model(model_type: str, seed: int, sam_checkpoint: str = "", variant: str = "vns") -> Sam:
-    model = build_sam(model_type, variant, seed=seed)
+def build_model(
+    model_type: str, seed: int, sam_checkpoint: str = "", variant: str = "vns", *, adapter_ratio: float = 0.0
+) -> Sam:
+    """The model to train: random (no `sam_checkpoint`: demos, tests, pre-training from scratch) or on a base."""
+    cfg = get_model_config(model_type)
+    if adapter_ratio:
+        cfg = dataclasses.replace(cfg, encoder_adapter_ratio=adapter_ratio)
+    model = build_sam(cfg, variant, seed=seed)
     if sam_checkpoint:
         load_sam_base(model, sam_checkpoint)
     return model
@@ -131,15 +173,12 @@ def build_model(model_type: str, seed: int, sam_checkpoint: str = "", variant: s
 
 def split_model(model: Sam, trainable: str = "released") -> Split:
     """(train graphdef, eval graphdef, trainable, batch_stats, frozen); `trainable` is `config.trainable`."""
-    wrt = optim.trainable_filter(trainable)
+    optim.check_spec(model, trainable)
+    wrt = optim.trainable_filter(trainable, model.variant, adapters=model.config.encoder_adapter_ratio > 0)
     model.eval()
     eval_graphdef = nnx.split(model, wrt, nnx.BatchStat, ...)[0]
     model.train()  # released training: NSFM BatchNorm uses batch statistics (docs/released-code.md#nsfm-batchnorm)
     graphdef, params, batch_stats, frozen = nnx.split(model, wrt, nnx.BatchStat, ...)
-    parts = [trainable] if trainable == "released" else [p.strip() for p in trainable.split(",") if p.strip()]
-    for part in parts:  # a mistyped path would otherwise silently train less
-        if not jax.tree.leaves(nnx.state(model, optim.trainable_filter(part))):
-            raise ValueError(f"config.trainable: {part!r} selects no parameter of the {model.config.name} model")
     return Split(graphdef, eval_graphdef, params, batch_stats, frozen)
 
 

@@ -18,9 +18,9 @@ from data_pipeline.prompts import PROMPT_BOX, PROMPT_MASK, PROMPT_POINTS
 from vnsjax.modeling.mask_decoder import DecoderOutput
 from vnsjax.modeling.prompt_encoder import PAD_LABEL
 from vnsjax.modeling.sam import Prompts, Sam
-from vnsjax.training import sharding
+from vnsjax.training import losses, sharding
 from vnsjax.training.losses import vns_total_loss
-from vnsjax.training.state import TrainSetup, TrainState
+from vnsjax.training.state import DEFAULT_RECIPE, Recipe, TrainSetup, TrainState
 
 Batch = dict[str, jax.Array]  # data_pipeline.TRAIN_BATCH_SPEC, batch axis sharded over "data"
 TrainStep = Callable[[TrainState, nnx.State, Batch], tuple[TrainState, dict[str, jax.Array]]]
@@ -43,19 +43,60 @@ def training_prompts(batch: Batch, mask_size: tuple[int, int] = (256, 256)) -> P
     return Prompts(coords, labels.astype(jnp.int32), batch["box"], t == PROMPT_BOX, masks, t == PROMPT_MASK)
 
 
-def forward(model: Sam, batch: Batch, dtype: Any) -> DecoderOutput:
-    """The model call of training (the only one): frozen encoder, the decoder's per-image features and the decoder."""
+# Prompt sources: batch, (4h, 4w) mask-prompt size -> one prompt per image. A simulation of interactive prompting
+# (clicks drawn from the current prediction's errors, refinement rounds) is another entry here.
+PROMPTS: dict[str, Callable[[Batch, tuple[int, int]], Prompts]] = {"data": training_prompts}
+
+
+def single_point(prompts: Prompts) -> jax.Array:
+    """(B,) True where the prompt is one point alone: ambiguous, so SAM trains its three multimask outputs."""
+    n_points = jnp.sum((prompts.labels == 0) | (prompts.labels == 1), axis=1)
+    return (n_points == 1) & ~prompts.box_valid & ~prompts.mask_valid
+
+
+def forward(model: Sam, batch: Batch, dtype: Any, recipe: Recipe = DEFAULT_RECIPE) -> tuple[DecoderOutput, Prompts]:
+    """The model call of training (the only one): encoder, the decoder's per-image features and the decoder.
+
+    The encoder runs under stop_gradient unless the recipe trains part of it. SAM (recipe.variant "sam") returns all
+    four mask tokens with their scores, as SAM trains; the others their prediction with hq_token_only (VNS-SAM: SAM's
+    own mask/IoU heads have no loss in the released training; HQ-SAM: its HQ mask is what it trains).
+    """
     e = model.config.image_embedding_size
-    features = model.image_features(batch["image"], dtype=dtype, frozen_encoder=True)
-    # hq_token_only: SAM's own mask/IoU heads have no loss in the released training, so they are skipped.
-    return model.decode(features, training_prompts(batch, (4 * e, 4 * e)), multimask_output=False, hq_token_only=True)
+    features = model.image_features(batch["image"], dtype=dtype, frozen_encoder=not recipe.train_encoder)
+    prompts = PROMPTS[recipe.prompts](batch, (4 * e, 4 * e))
+    if recipe.variant != "sam":
+        return model.decode(features, prompts, multimask_output=False, hq_token_only=True), prompts
+    p = prompts
+    sparse, sparse_mask, dense = model.prompt_encoder(
+        (p.coords, p.labels), p.boxes, p.masks, box_valid=p.box_valid, mask_valid=p.mask_valid
+    )
+    pe = model.prompt_encoder.get_dense_pe()
+    masks, iou = model.mask_decoder.predict_masks(features.embedding, pe, sparse, dense, sparse_mask)
+    return DecoderOutput(masks, iou, {}), prompts
 
 
-def loss_and_terms(model: Sam, batch: Batch, dtype: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-    out = forward(model, batch, dtype)
-    # Ablation decoders lack some outputs (None): their loss terms are left out. `masks` is the prediction.
-    maps = [out.edge, out.interm_mask, out.interm_edge, out.masks]
-    return vns_total_loss(*(None if m is None else m[:, 0] for m in maps), batch["mask"], batch["edge"])
+def loss_and_terms(
+    model: Sam, batch: Batch, dtype: Any, recipe: Recipe = DEFAULT_RECIPE, key: jax.Array | None = None
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The recipe's loss on one batch. `key` drives HQ-SAM's point sampling (the only stochastic loss)."""
+    out, prompts = forward(model, batch, dtype, recipe)
+    target = batch["mask"]
+    if recipe.loss == "vns":
+        # Ablation decoders lack some outputs (None): their loss terms are left out. `masks` is the prediction.
+        maps = [out.edge, out.interm_mask, out.interm_edge, out.masks]
+        return vns_total_loss(*(None if m is None else m[:, 0] for m in maps), target, batch["edge"])
+    masks = out.masks
+    if recipe.variant == "sam":
+        # Token 0 answers unambiguous prompts, tokens 1-3 a single point (SAM's training).
+        candidates = jnp.where(single_point(prompts)[:, None], jnp.arange(4) > 0, jnp.arange(4) == 0)
+        if recipe.loss == "sam":
+            return losses.sam_loss(masks, out.iou_predictions, target, candidates=candidates)
+        first = jnp.argmax(candidates, axis=1)[:, None, None, None]
+        masks = jnp.take_along_axis(masks, first, axis=1)
+    if recipe.loss == "hq":
+        return losses.hq_loss(masks, target, key)
+    loss = losses.structure_loss(masks[:, 0], target)
+    return loss, {"loss_structure": loss}
 
 
 def train_step(
@@ -66,10 +107,13 @@ def train_step(
     A step whose loss or gradient is not finite returns `state` unchanged; its metrics show the culprit.
     """
 
+    # A fresh key per step from the run's key (resumes exactly: both are in the state).
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
     def loss_fn(trainable: nnx.State) -> tuple[jax.Array, tuple[dict, nnx.State]]:
         # copy=True: fresh Variables created at the grad trace level, where BatchNorm may update them.
         model = nnx.merge(setup.graphdef, trainable, state.batch_stats, frozen, copy=True)
-        loss, terms = loss_and_terms(model, batch, setup.encoder_dtype)
+        loss, terms = loss_and_terms(model, batch, setup.encoder_dtype, setup.recipe, key)
         # BatchNorm in train mode updated its running statistics during the forward pass.
         return loss, (terms, nnx.state(model, nnx.BatchStat))
 
