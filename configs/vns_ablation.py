@@ -4,35 +4,36 @@
       --config.sam_checkpoint=checkpoints/sam_vit_l --config.data_dir=/data/VNS-SEG
   python -m vnsjax.train --config configs/vns_ablation.py:gate,smoke --workdir /tmp/gate   # tiny, a few steps
 
-ARG = VARIANT[,BACKBONE][,smoke]. VARIANT is one of vnsjax.modeling.vns_decoder.ABLATIONS (vnst, no_nsfm, vnst_nsfm,
-mt, epl_epl, mpl_mpl, no_tf, gate, no_wd, hf_only, lf_only; docs/training.md#vns-ablations), BACKBONE one of
-vit_b, vit_l (default, as in the paper's ablations), vit_h; `smoke` trains the tiny model for a few steps on
-synthetic data. Everything but the decoder is the released recipe; the loss keeps the terms the variant has.
+ARG = VARIANT[,BACKBONE][,adapter][,smoke]. VARIANT is one of vnsjax.modeling.vns_decoder.ABLATIONS (vnst,
+no_nsfm, vnst_nsfm, mt, epl_epl, mpl_mpl, no_tf, gate, no_wd, hf_only, lf_only; docs/training.md#vns-ablations),
+BACKBONE one of vit_b, vit_l (default, as in the paper's ablations), vit_h; `smoke` trains the tiny model for a few
+steps on synthetic data; `adapter` adds encoder adapters (docs/training.md#recipes). Everything but the decoder is
+the released recipe; the loss keeps the terms the variant has.
 """
 
 from __future__ import annotations
 
 import ml_collections as mlc
 
-from configs.common import released_recipe
+from configs.common import MODEL_TYPES as BACKBONES
+from configs.common import apply_flags, parse_arg, released_recipe
 from vnsjax.modeling.vns_decoder import ABLATIONS
-
-BACKBONES = ("vit_b", "vit_l", "vit_h")
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-    parts = [p for p in (arg or "").split(",") if p]
-    names = [p for p in parts if p in ABLATIONS]
-    backbones = [p for p in parts if p in BACKBONES]
-    unknown = [p for p in parts if p not in ABLATIONS and p not in BACKBONES and p != "smoke"]
-    if unknown or len(names) != 1 or len(backbones) > 1:
+    try:
+        name, backbone, flags = parse_arg(arg, tuple(ABLATIONS), "")
+    except ValueError:
+        name = ""
+    if not name:
         raise ValueError(
-            f"configs/vns_ablation.py:{arg or ''}: expected VARIANT[,BACKBONE][,smoke] with VARIANT one of "
+            f"configs/vns_ablation.py:{arg or ''}: expected VARIANT[,BACKBONE][,adapter][,smoke] with VARIANT one of "
             f"{tuple(ABLATIONS)} and BACKBONE one of {BACKBONES}"
         )
-    smoke = "smoke" in parts
-    c = released_recipe("tiny" if smoke else (backbones or ["vit_l"])[0])
-    c.variant = f"vns_{names[0]}"
+    smoke = "smoke" in flags
+    c = released_recipe("tiny" if smoke else backbone or "vit_l")
+    c.variant = f"vns_{name}"
+    apply_flags(c, flags - {"smoke"})  # adapter: encoder adapters, trained with the variant's modules
     if smoke:
         c.seed = 0
         c.synthetic_images = 2

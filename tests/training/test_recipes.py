@@ -34,6 +34,7 @@ COUNTS = [
     ("configs/vit_l.py", 2_574_922),
     ("configs/vit_b.py:adapter", 2_476_618 + 3_550_464),
     ("configs/vit_l.py:adapter", 2_574_922 + 12_613_632),
+    ("configs/vns_ablation.py:no_nsfm,adapter,vit_b", 1_599_938 + 3_550_464),
 ]
 
 
