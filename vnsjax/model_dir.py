@@ -110,7 +110,7 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
         raise ModelDirError(f"{path}: not a readable {META} ({e})") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("variant") not in VARIANTS:
         got = meta if not isinstance(meta, dict) else f"format {meta.get('format')!r} / variant {meta.get('variant')!r}"
-        raise ModelDirError(f"{path}: expected format {FORMAT} and a variant in {VARIANTS}, got {got}")
+        raise ModelDirError(f"{path}: expected format {FORMAT} and a variant (one of {', '.join(VARIANTS)}), got {got}")
     config = meta.get("config")
     fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
     if not isinstance(config, dict):

@@ -19,7 +19,7 @@ def test_notebook_runs(tmp_path, monkeypatch):
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     work = tmp_path / "work"
     assert (work / "ckpt" / "sam" / "vnsjax.json").is_file()
-    assert (work / "pred" / "scene_overlay.png").is_file()
+    assert (work / "pred" / "scene.png_overlay.png").is_file()
     assert (work / "train" / "metrics.jsonl").read_text().strip()
     table = (work / "eval" / "results.md").read_text()
     assert "| sam |" in table and "| model |" in table  # base SAM and the fine-tuned VNS-SAM, side by side

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vnsjax.build_sam import build_sam
+from vnsjax.build_sam import VARIANTS, build_sam
 from vnsjax.model_dir import ModelDirError, load_model, save_model
 
 
@@ -51,7 +51,7 @@ def test_missing_directory_and_missing_meta(tmp_path):
     [
         ('{"format": 1, "variant": "sam", ', "not a readable vnsjax.json (Expecting property name"),
         (b"\xff\xfe\x00garbage", "not a readable vnsjax.json"),
-        ("[1, 2]", "expected format 1 and a variant in ('sam', 'hq', 'vns'), got [1, 2]"),
+        ("[1, 2]", f"expected format 1 and a variant (one of {', '.join(VARIANTS)}), got [1, 2]"),
         ('{"format": 7, "variant": "sam"}', "got format 7 / variant 'sam'"),
     ],
 )
