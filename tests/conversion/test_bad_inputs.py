@@ -1,5 +1,6 @@
 """Converter bad inputs: the user's folders are never overwritten, odd checkpoints are refused with their name."""
 
+import errno
 import json
 import os
 import pickle
@@ -107,16 +108,25 @@ def test_output_that_is_a_file_or_under_a_file(tiny_pth, tmp_path, capsys):
     assert f.read_bytes() == b"x" and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_read_only_parent_is_one_line(tiny_pth, tmp_path, capsys):
+def test_read_only_parent_is_one_line(tiny_pth, tmp_path, capsys, monkeypatch):
     parent = tmp_path / "ro"
     parent.mkdir()
     parent.chmod(0o555)
+    if os.geteuid() == 0:  # root ignores directory permissions: refuse creation under `parent` the way the OS would
+        real_mkdir = Path.mkdir
+
+        def mkdir(self, *args, **kwargs):
+            if parent in Path(self).absolute().parents:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+            return real_mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", mkdir)
     try:
         rc, _, err = _convert(capsys, "--checkpoint", str(tiny_pth), "--output", str(parent / "m"))
     finally:
         parent.chmod(0o755)
     assert rc == 1 and f"cannot write {parent / 'm'}: Permission denied" in err
+    assert not (parent / "m").exists()
 
 
 def _limit_file_size() -> None:
