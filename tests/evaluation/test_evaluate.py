@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 from data_pipeline import pipeline, synthetic, vns_seg
+from tests.tolerance import assert_close
 from vnsjax import evaluate as evaluate_cli
 from vnsjax.build_sam import MODEL_CONFIGS, build_sam
 from vnsjax.evaluation import metrics as M
@@ -159,5 +160,5 @@ def test_upsampling_matches_jax_resize() -> None:
     low = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32) * 5
     host = E.upsample_logits(low, (333, 517))
     dev = np.asarray(resize_bilinear(jax.numpy.asarray(low)[None, :, :, None], 333, 517))[0, :, :, 0]
-    np.testing.assert_allclose(host, dev, atol=1e-4)
+    assert_close(host, dev, rel=1e-5)  # two float32 bilinear implementations: rounding of the weights differs
     assert M.iou(host, np.where(dev > 0, 255, 0).astype(np.uint8)) > 0.999

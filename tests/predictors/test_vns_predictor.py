@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from tests.tolerance import assert_close
 from vnsjax import SamPredictor, VnsPredictor, build_sam
 from vnsjax.modeling.sam import eval_view
 from vnsjax.predictors.prompts import pack_prompts
@@ -59,7 +60,7 @@ def test_outputs(setup):
         p = VnsPredictor(model, output=output)
         p.set_image(image)
         results[output] = p.predict(box=box, return_logits=True)[2]
-    assert np.allclose(results["results_fusion"], results["fused"] + results["sam"], atol=1e-5)
+    assert_close(results["results_fusion"], results["fused"] + results["sam"], rel=1e-6)
     assert not np.allclose(results["vns"], results["fused"])
     p = VnsPredictor(model, output="edge")
     p.set_image(image)

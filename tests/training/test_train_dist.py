@@ -7,6 +7,7 @@ import subprocess
 
 import numpy as np
 
+from tests.tolerance import assert_close
 from tests.training import train_util as tu
 
 
@@ -30,7 +31,8 @@ def test_four_devices_match_one_device(tmp_path):
     assert four.returncode == 0
     a, b = tu.losses(tmp_path / "one"), tu.losses(tmp_path / "four")
     assert a.shape == (3, 5) and np.isfinite(a).all()
-    np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-5)
+    # Sharded reductions sum in another order: float32 noise relative to the loss scale.
+    assert_close(b, a, rel=1e-5)
 
 
 def _free_port() -> int:
