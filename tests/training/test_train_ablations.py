@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 
+import numpy as np
 import pytest
 
 from configs import vns_ablation
 from tests.training import train_util as tu
 from vnsjax.model_dir import load_model
+from vnsjax.train import train
 
 ALL_TERMS = {"loss_edge1", "loss_mask2", "loss_edge2", "loss_fusion_mask"}
 
@@ -51,3 +53,27 @@ def test_ablation_trains_from_its_config(tmp_path, name, terms):
     # The trained model directory loads back as the same decoder (predictors, evaluate and export read it).
     model = load_model(tmp_path / "model")
     assert model.variant == f"vns_{name}"
+
+
+# The other six, in-process through the same `train()` the command line calls (no subprocess start-up per variant).
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, terms",
+    [
+        ("no_nsfm", ALL_TERMS),
+        ("vnst_nsfm", {"loss_edge1", "loss_fusion_mask"}),
+        ("epl_epl", ALL_TERMS),
+        ("no_tf", ALL_TERMS),
+        ("hf_only", ALL_TERMS),
+        ("lf_only", ALL_TERMS),
+    ],
+)
+def test_remaining_ablations_train(tmp_path, name, terms):
+    config = vns_ablation.get_config(f"{name},smoke")
+    config.eval_every_steps = 0
+    result = train(config, tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert result["step"] == config.num_train_steps == len(rows)
+    for row in rows:
+        assert {k for k in row if k.startswith("loss_")} == terms and np.isfinite(row["loss"])
+    assert load_model(tmp_path / "model").variant == f"vns_{name}"
