@@ -190,3 +190,117 @@ def write_reports(
     paths["json"].write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
     write_csv(records, paths["csv"])
     return paths
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Model comparisons over groups of subsets, several runs (seeds) per model
+# ------------------------------------------------------------------------------------------------------------------
+
+# rows[model][group][metric] = {"mean": float, "std": float | None, "values": [one per run]}
+GroupStats = Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]]
+
+
+def run_stats(values: Sequence[float]) -> dict[str, Any]:
+    """Mean and sample standard deviation (n - 1) of one number over runs; std is None for a single run."""
+    values = [float(v) for v in values]
+    mean = _mean(values, "propagate")
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+    return {"mean": mean, "std": std, "values": values}
+
+
+def format_cell(stats: Mapping[str, Any] | None, decimals: int = 3) -> str:
+    """ "0.812", or "0.812 ± 0.004" when the value has a spread over runs."""
+    if stats is None:
+        return "–"
+    cell = _fmt(stats["mean"], decimals)
+    return cell if stats.get("std") is None else f"{cell} ± {_fmt(stats['std'], decimals)}"
+
+
+def format_group_table(
+    rows: GroupStats,
+    groups: Sequence[str],
+    *,
+    metrics: Sequence[str] = TABLE_METRICS,
+    labels: Mapping[str, str] | None = None,
+    group_labels: Mapping[str, str] | None = None,
+    extra: Mapping[str, Mapping[str, str]] | None = None,
+    decimals: int = 3,
+) -> str:
+    """The paper's comparison layout: a row per model; per group (e.g. Seen, Unseen) its metrics.
+
+    `labels` / `group_labels` map model / group keys to the names shown; `extra[column][model]` adds columns after
+    the name (e.g. the trainable parameters). As in `format_markdown`, each group's first column carries its name.
+    """
+    labels = labels or {}
+    group_labels = group_labels or {}
+    extra = extra or {}
+    header = ["Model", *extra] + [
+        f"{group_labels.get(g, g)} {METRIC_LABELS.get(m, m)}" if i == 0 else METRIC_LABELS.get(m, m)
+        for g in groups
+        for i, m in enumerate(metrics)
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, by_group in rows.items():
+        cells = [labels.get(model, model), *(column.get(model, "") for column in extra.values())]
+        cells += [format_cell(by_group.get(g, {}).get(m), decimals) for g in groups for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_group_bars(
+    rows: GroupStats,
+    groups: Sequence[str],
+    path: str | Path,
+    *,
+    metrics: Sequence[str] = TABLE_METRICS,
+    labels: Mapping[str, str] | None = None,
+    group_labels: Mapping[str, str] | None = None,
+    title: str = "",
+) -> Path:
+    """PNG of grouped bars, a panel per metric: groups on the x axis, a bar per model, the spread as error bars.
+
+    Drawn on a bare Figure with the Agg canvas, so no GUI backend and no global pyplot state are touched.
+    """
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    labels = labels or {}
+    group_labels = group_labels or {}
+    models = list(rows)
+    cols = min(2, len(metrics))
+    nrows = math.ceil(len(metrics) / cols)
+    fig = Figure(figsize=(6.5 * cols, 3.6 * nrows + 0.9), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    cmap = colormaps["tab10" if len(models) <= 10 else "tab20"]
+    colours = [cmap(i) for i in range(len(models))]
+    width = 0.8 / max(len(models), 1)
+    for ax, metric in zip(axes, metrics, strict=False):
+        for i, model in enumerate(models):
+            stats = [rows[model].get(g, {}).get(metric) for g in groups]
+            means = [s["mean"] if s and s["mean"] is not None else float("nan") for s in stats]
+            errs = [s["std"] if s and s.get("std") is not None else 0.0 for s in stats]
+            xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(groups))]
+            ax.bar(
+                xs,
+                means,
+                width,
+                yerr=errs if any(errs) else None,
+                capsize=2,
+                color=colours[i],
+                label=labels.get(model, model),
+            )
+        ax.set_xticks(range(len(groups)), [group_labels.get(g, g) for g in groups])
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=min(len(models), 4), frameon=False)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    fig.savefig(path, format="png", dpi=110)
+    return path
