@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import statistics
 
 import pytest
 
@@ -96,3 +97,13 @@ def test_subset_groups_match_data_pipeline():
     for name, spec in vns_seg.SUBSETS.items():
         if spec.split != "train":
             assert R.canonical_subset(spec.released_name) == name
+
+
+def test_run_stats_mean_and_sample_spread_over_runs():
+    values = [0.71, 0.74, 0.80]
+    stats = R.run_stats(values)
+    assert stats["mean"] == pytest.approx(statistics.fmean(values))
+    assert stats["std"] == pytest.approx(statistics.stdev(values))
+    assert R.format_cell(stats) == f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+    single = R.run_stats([0.5])
+    assert single["std"] is None and R.format_cell(single) == "0.500"

@@ -389,7 +389,11 @@ def format_report(document: Mapping[str, Any], command: str) -> str:
             f"## {prompt} prompt",
             "",
             report.format_group_table(
-                table_rows(document, prompt), list(document["groups"]), labels=labels, extra=extra
+                table_rows(document, prompt),
+                list(document["groups"]),
+                labels=labels,
+                group_labels=GROUP_LABELS,
+                extra=extra,
             ),
         ]
     seed = str(seeds[0])  # the base is evaluated with the first seed only, so that seed's tables have every row
