@@ -30,24 +30,21 @@ import json
 import math
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
 import jax
 import numpy as np
-from flax import nnx
 from tqdm import tqdm
 
 from data_pipeline.transforms import resize_bilinear
 from vnsjax.evaluation.metrics import boundary_iou, iou
 from vnsjax.evaluation.runner import _prefetch
 from vnsjax.evaluation.vns_score import vns_score
-from vnsjax.modeling.sam import Prompts, Sam, eval_view
-from vnsjax.predictors.prompts import bucket, pack_prompts
+from vnsjax.modeling.sam import Sam
+from vnsjax.predictors.sam_predictor import SamPredictor
 from vnsjax.utils.outputs import check_out_dir  # noqa: F401  (re-exported: the COCO command's check)
-from vnsjax.utils.transforms import ResizeLongestSide
 
 VNS_THRESHOLD = 0.7  # the paper's COCO-S / COCO-NS threshold (Sec. V-D)
 GROUPS = ("all", "S", "NS")
@@ -246,28 +243,6 @@ def read_split(path: str | Path, coco, image_ids: Sequence[int] | None = None) -
 # ------------------------------------------------------------------------------------------------ model call
 
 
-def _segment(
-    graphdef: nnx.GraphDef,
-    state: nnx.State,
-    images: jax.Array,
-    hw: jax.Array,
-    prompts: Prompts,
-    *,
-    options: tuple[tuple[str, Any], ...],
-) -> tuple[jax.Array, jax.Array]:
-    """The one place the model is called: (B, S, S, 3) padded images with their valid (h, w) and (B, K) boxes ->
-    low-res logits (B, K, 4h', 4w') and scores (B, K). Encoder over the batch, then each image's K boxes against
-    that image's features alone (batch-1 features are shared by the prompts inside the decoder)."""
-    model = nnx.merge(graphdef, state)
-    features = model.image_features(images, hw)
-
-    def per_image(feats, p):
-        out = model.decode(feats, p, multimask_output=False, **dict(options))
-        return out.masks[:, 0], out.iou_predictions[:, 0]
-
-    return jax.vmap(per_image)(jax.tree.map(lambda x: x[:, None], features), prompts)
-
-
 def postprocess_logits(
     low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int], img_size: int
 ) -> np.ndarray:
@@ -299,24 +274,29 @@ class Segmenter(Protocol):
 class BoxSegmenter:
     """A `Sam` of any variant: a batch of RGB images with their boxes -> per image (logits (K, H, W), scores (K,)).
 
-    Logits are at the original image size (binarise at `mask_threshold`); scores are the predicted IoUs.
-
-    One jitted program per (batch size, power-of-two box bucket); the last, short batch is padded with copies.
+    Logits are at the original image size (binarise at `mask_threshold`); scores are the predicted IoUs. Through
+    `SamPredictor`: the images encoded in one call (`set_images`), every image's boxes decoded in one call
+    (`predict_low_res_images`); one program per image-count and box-count bucket (powers of two).
     """
 
-    def __init__(self, model: Sam, *, batch_size: int = 1, hq_token_only: bool = False, results_fusion: bool = False):
+    def __init__(
+        self,
+        model: Sam,
+        *,
+        batch_size: int = 1,
+        hq_token_only: bool = False,
+        results_fusion: bool = False,
+        precision: str | None = None,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        model = eval_view(model)  # NSFM BatchNorm with its running statistics; the caller's model is left as is
+        # Inference view (NSFM BatchNorm with its running statistics); the caller's model is left as is.
+        self.predictor = SamPredictor(
+            model, hq_token_only=hq_token_only, results_fusion=results_fusion, precision=precision
+        )
         self.batch_size = batch_size
         self.img_size = model.img_size
         self.mask_threshold = model.mask_threshold
-        self.mask_size = tuple(model.prompt_encoder.mask_input_size)
-        self.transform = ResizeLongestSide(model.img_size)
-        # Each option means something for its own variant only, so several models can share one CLI call.
-        options = type(model.mask_decoder).options_for(hq_token_only=hq_token_only, results_fusion=results_fusion)
-        graphdef, self._state = nnx.split(model)
-        self._segment = jax.jit(partial(_segment, graphdef, options=tuple(sorted(options.items()))))
 
     def __call__(
         self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]
@@ -325,25 +305,15 @@ class BoxSegmenter:
             raise ValueError(f"expected 1..{self.batch_size} images with one box array each")
         if any(len(b) == 0 for b in boxes):
             raise ValueError("every image needs at least one box")
-        s = self.img_size
-        k = bucket(max(len(b) for b in boxes))
-        padded = np.zeros((self.batch_size, s, s, 3), np.uint8)
-        hw = np.zeros((self.batch_size, 2), np.int32)
-        packed = []
-        for i in range(self.batch_size):
-            j = min(i, len(images) - 1)  # padding rows repeat the last image
-            resized = self.transform.apply_image(np.ascontiguousarray(images[j], np.uint8))
-            padded[i, : resized.shape[0], : resized.shape[1]] = resized
-            hw[i] = resized.shape[:2]
-            b = self.transform.apply_boxes(boxes[j], images[j].shape[:2])
-            b = np.concatenate([b, np.repeat(b[:1], k - len(b), axis=0)])  # padding boxes: results dropped
-            packed.append(pack_prompts(boxes=b, mask_size=self.mask_size)[0])
-        prompts = Prompts(*(np.stack(field) for field in zip(*packed, strict=True)))
-        low_res, scores = jax.device_get(self._segment(self._state, padded, hw, prompts))
+        p = self.predictor
+        p.set_images(images)
+        prompts = [p.transform_prompts(boxes=b, image_index=i) for i, b in enumerate(boxes)]
+        low_res, scores = jax.device_get(p.predict_low_res_images(prompts, multimask_output=False))
         out = []
         for i, (image, b) in enumerate(zip(images, boxes, strict=True)):
-            logits = postprocess_logits(low_res[i, : len(b)], tuple(hw[i]), image.shape[:2], s)
-            out.append((logits, np.asarray(scores[i, : len(b)], np.float64)))
+            logits = postprocess_logits(low_res[i, : len(b), 0], p.input_sizes[i], image.shape[:2], self.img_size)
+            out.append((logits, np.asarray(scores[i, : len(b), 0], np.float64)))
+        p.reset_image()
         return out
 
 
@@ -414,16 +384,20 @@ def run_coco(
     results_fusion: bool = False,
     workers: int = 2,
     progress: bool = True,
+    precision: str | None = None,
 ) -> CocoRun:
     """Streams the images once through every model; see the module docstring for the protocol.
 
-    `models` values are `Sam` models (wrapped in `BoxSegmenter`) or ready `Segmenter`s taking `batch_size` images.
+    `models` values are `Sam` models (wrapped in `BoxSegmenter`, run at `precision`; None: the model's own) or
+    ready `Segmenter`s taking `batch_size` images.
     `detections` (from `detection_prompts`) replaces the ground-truth boxes; `split` (from `read_split`) replaces the
     VNS-score computation. `image_ids` restricts the run (default: every image of the annotation file).
     """
     _, _, mask_utils = _coco_api()
     segmenters = {
-        name: BoxSegmenter(m, batch_size=batch_size, hq_token_only=hq_token_only, results_fusion=results_fusion)
+        name: BoxSegmenter(
+            m, batch_size=batch_size, hq_token_only=hq_token_only, results_fusion=results_fusion, precision=precision
+        )
         if isinstance(m, Sam)
         else m
         for name, m in models.items()

@@ -17,20 +17,17 @@ import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-import jax
 import numpy as np
-from flax import nnx
 from tqdm import tqdm
 
 from data_pipeline import pipeline, prompts, transforms, vns_seg
 from vnsjax.evaluation.metrics import evaluate_image
 from vnsjax.evaluation.report import summarize
-from vnsjax.modeling.sam import Prompts, Sam, eval_view
-from vnsjax.predictors.prompts import pack_prompts
+from vnsjax.modeling.sam import Sam
+from vnsjax.predictors.sam_predictor import SamPredictor
 from vnsjax.training.sharding import to_host
 
 PROMPT_MODES = ("box", "noise_box", "point")
@@ -70,22 +67,9 @@ def upsample_logits(low_res: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return transforms.resize_bilinear(np.asarray(low_res, np.float32), (int(size[0]), int(size[1])))
 
 
-@partial(jax.jit, static_argnames=("graphdef", "options"))
-def _forward(
-    graphdef: nnx.GraphDef,
-    state: nnx.State,
-    images: jax.Array,
-    prompts_: Prompts,
-    *,
-    options: tuple[tuple[str, Any], ...],
-) -> jax.Array:
-    """Encoder + decoder in one program: (B, S, S, 3) 0..255 images, one prompt each -> (B, h, w) logits."""
-    model = nnx.merge(graphdef, state)
-    return model.decode(model.image_features(images), prompts_, multimask_output=False, **dict(options)).masks[:, 0]
-
-
 class ModelPredictor:
-    """A `Sam` (any variant) jitted once for a fixed batch size; the last, short batch is padded."""
+    """A `Sam` (any variant) through `SamPredictor`: a batch of examples encoded in one call (`set_resized_images`,
+    the count padded to a power of two) and decoded in one call (`predict_low_res_images`)."""
 
     def __init__(
         self,
@@ -95,6 +79,7 @@ class ModelPredictor:
         batch_size: int = 1,
         results_fusion: bool = False,
         hq_token_only: bool = False,
+        precision: str | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -102,25 +87,23 @@ class ModelPredictor:
             raise ValueError(f"unknown prompt {prompt!r}; expected one of {PROMPT_MODES}")
         self.prompt, self.batch_size, self.variant = prompt, batch_size, model.variant
         self.image_size = model.config.img_size
-        grid = 4 * model.config.image_embedding_size  # low-res mask size (256 at 1024 input)
-        self.mask_size = (grid, grid)
         # Each option means something for its own variant only, so several models can share one CLI call.
-        options = type(model.mask_decoder).options_for(hq_token_only=hq_token_only, results_fusion=results_fusion)
-        # One jitted function keyed by the graphdef: a new predictor for the same model structure (the trainer's
-        # periodic evaluation) reuses the compiled program.
-        graphdef, self._state = nnx.split(eval_view(model))
-        self._forward = partial(_forward, graphdef=graphdef, options=tuple(sorted(options.items())))
+        self.predictor = SamPredictor(
+            model, hq_token_only=hq_token_only, results_fusion=results_fusion, precision=precision
+        )
 
     def __call__(self, examples: Sequence[Example]) -> list[np.ndarray]:
         if not 0 < len(examples) <= self.batch_size:
             raise ValueError(f"expected 1..{self.batch_size} examples, got {len(examples)}")
-        # Pad with copies of the last example so every call has the same shapes (one compiled program).
-        padded = [*examples, *[examples[-1]] * (self.batch_size - len(examples))]
-        packed, _ = pack_prompts(**prompt_arrays(padded, self.prompt), mask_size=self.mask_size)
-        images = np.zeros((len(packed.boxes), self.image_size, self.image_size, 3), np.uint8)  # 4x less to transfer
-        images[: len(padded)] = np.stack([ex["image1024"] for ex in padded])  # pack_prompts may round B up
-        low_res = to_host(self._forward(state=self._state, images=images, prompts_=packed))
-        return [upsample_logits(low_res[i], ex["size"]) for i, ex in enumerate(examples)]
+        p = self.predictor
+        s = self.image_size
+        p.set_resized_images([ex["image1024"] for ex in examples], [(s, s)] * len(examples))
+        arrays = prompt_arrays(examples, self.prompt)
+        prompts = [{k: v[i : i + 1] for k, v in arrays.items()} for i in range(len(examples))]
+        low_res, _ = p.predict_low_res_images(prompts, multimask_output=False)
+        low_res = to_host(low_res)
+        p.reset_image()
+        return [upsample_logits(low_res[i, 0, 0], ex["size"]) for i, ex in enumerate(examples)]
 
 
 class _Loaded(NamedTuple):
@@ -169,16 +152,23 @@ def evaluate(
     workers: int = 2,
     progress: bool = True,
     max_images: int = -1,
+    precision: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluates every model on the same images and prompts -> (`report.summarize` summary, per-image records).
 
     max_images >= 0: only the first `max_images` images of each subset (the trainer's periodic evaluation).
-    `models` values are `Sam` models (wrapped in `ModelPredictor`) or ready `Predictor`s. The summary also has
+    `models` values are `Sam` models (wrapped in `ModelPredictor`, run at `precision`; None: the model's own) or
+    ready `Predictor`s. The summary also has
     "absent_subsets" (not found under `data_root`) and "failed" (file, subset, reason of each unusable image).
     """
     predictors: dict[str, Predictor] = {
         name: ModelPredictor(
-            m, prompt=prompt, batch_size=batch_size, results_fusion=results_fusion, hq_token_only=hq_token_only
+            m,
+            prompt=prompt,
+            batch_size=batch_size,
+            results_fusion=results_fusion,
+            hq_token_only=hq_token_only,
+            precision=precision,
         )
         if isinstance(m, Sam)
         else m

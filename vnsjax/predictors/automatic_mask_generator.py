@@ -8,6 +8,7 @@ mask. Only the data-dependent bookkeeping (which masks survive) runs on the host
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -86,7 +87,26 @@ class SamAutomaticMaskGenerator:
     def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
         """HWC uint8 RGB image -> one dict per mask (segmentation, area, bbox XYWH, predicted_iou, point_coords,
         stability_score, crop_box XYWH), sorted as the original (by score through NMS)."""
-        data = self._generate_masks(np.asarray(image))
+        return self.generate_batch([image])[0]
+
+    def generate_batch(self, images: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
+        """`generate` for several images, their crops encoded together in one encoder call (`set_images`): one
+        list of mask dicts per image, equal to `generate` on each."""
+        images = [np.asarray(image) for image in images]
+        crops = [
+            amg.generate_crop_boxes(image.shape[:2], self.crop_n_layers, self.crop_overlap_ratio) for image in images
+        ]
+        jobs = [
+            (i, box, layer) for i, (boxes, layers) in enumerate(crops) for box, layer in zip(boxes, layers, strict=True)
+        ]
+        self.predictor.set_images([images[i][box[1] : box[3], box[0] : box[2], :] for i, box, _ in jobs])
+        parts: list[list[dict[str, Any]]] = [[] for _ in images]
+        for index, (i, box, layer) in enumerate(jobs):
+            parts[i].append(self._process_crop(index, box, layer, images[i].shape[:2]))
+        self.predictor.reset_image()
+        return [self._annotations(self._merge_crops(p, len(c[0]))) for p, c in zip(parts, crops, strict=True)]
+
+    def _annotations(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         if self.min_mask_region_area > 0:
             data = self.postprocess_small_regions(
                 data, self.min_mask_region_area, max(self.box_nms_thresh, self.crop_nms_thresh)
@@ -114,14 +134,9 @@ class SamAutomaticMaskGenerator:
 
     # ---- internals -------------------------------------------------------------------------------
 
-    def _generate_masks(self, image: np.ndarray) -> dict[str, Any]:
-        orig_size = image.shape[:2]
-        crop_boxes, layer_idxs = amg.generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)
-        parts = [
-            self._process_crop(image, box, layer, orig_size) for box, layer in zip(crop_boxes, layer_idxs, strict=True)
-        ]
+    def _merge_crops(self, parts: list[dict[str, Any]], num_crops: int) -> dict[str, Any]:
         data = _cat(parts)
-        if len(crop_boxes) > 1 and len(data["rles"]):
+        if num_crops > 1 and len(data["rles"]):
             # Prefer masks from smaller crops (finer detail) where crops overlap.
             crop = data["crop_boxes"].astype(np.float32)
             scores = 1.0 / ((crop[:, 2] - crop[:, 0]) * (crop[:, 3] - crop[:, 1]))
@@ -129,18 +144,15 @@ class SamAutomaticMaskGenerator:
         return data
 
     def _process_crop(
-        self, image: np.ndarray, crop_box: list[int], layer_idx: int, orig_size: tuple[int, int]
+        self, image_index: int, crop_box: list[int], layer_idx: int, orig_size: tuple[int, int]
     ) -> dict[str, Any]:
-        x0, y0, x1, y1 = crop_box
-        cropped = image[y0:y1, x0:x1, :]
-        crop_size = cropped.shape[:2]
-        self.predictor.set_image(cropped)
+        """The points of one crop, set in the predictor as image `image_index`."""
+        crop_size = self.predictor.original_sizes[image_index]
         points = self.point_grids[layer_idx] * np.array(crop_size)[None, ::-1]
         parts = [
-            self._process_batch(points[i : i + self.points_per_batch], crop_size, crop_box, orig_size)
+            self._process_batch(points[i : i + self.points_per_batch], image_index, crop_box, orig_size)
             for i in range(0, len(points), self.points_per_batch)
         ]
-        self.predictor.reset_image()
         data = _cat(parts)
         data = _filter(data, amg.nms(data["boxes"], data["iou_preds"], self.box_nms_thresh))
         data["boxes"] = amg.uncrop_boxes_xyxy(data["boxes"], crop_box)
@@ -149,18 +161,18 @@ class SamAutomaticMaskGenerator:
         return data
 
     def _process_batch(
-        self, points: np.ndarray, im_size: tuple[int, int], crop_box: list[int], orig_size: tuple[int, int]
+        self, points: np.ndarray, image_index: int, crop_box: list[int], orig_size: tuple[int, int]
     ) -> dict[str, Any]:
         p = self.predictor
         n = len(points)
         # Pad the last batch to the fixed batch size (repeat the first point) so one program serves all batches.
         padded = np.concatenate([points, np.repeat(points[:1], self.points_per_batch - n, axis=0)])
-        in_points = p.transform.apply_coords(padded, im_size)
+        in_points = p.transform.apply_coords(padded, p.original_sizes[image_index])
         low_res, iou = p.predict_low_res(
-            in_points[:, None, :], np.ones((len(padded), 1), np.int32), multimask_output=True
+            in_points[:, None, :], np.ones((len(padded), 1), np.int32), multimask_output=True, image_index=image_index
         )
         binary, stability, boxes = _batch_stats(
-            p.postprocess_masks(low_res),
+            p.postprocess_masks(low_res, image_index=image_index),
             mask_threshold=float(p.model.mask_threshold),
             offset=float(self.stability_score_offset),
         )

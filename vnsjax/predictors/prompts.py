@@ -24,18 +24,23 @@ def pack_prompts(
     boxes: np.ndarray | None = None,
     mask_input: np.ndarray | None = None,
     mask_size: tuple[int, int] = (256, 256),
+    num_prompts: int | None = None,
+    num_points: int | None = None,
 ) -> tuple[Prompts, int]:
     """B prompts (already in the model's input frame) -> a bucketed `Prompts` of NumPy arrays and B.
 
     point_coords (B, N, 2) + point_labels (B, N); boxes (B, 4); mask_input (B, 1, 4h, 4w). Rows without a
-    box get SAM's not-a-point token after their points, as the original prompt encoder does.
+    box get SAM's not-a-point token after their points, as the original prompt encoder does. num_prompts /
+    num_points: padded sizes to use instead of the buckets (at least B and N + 1), to stack several images' prompts.
     """
     counts = [len(x) for x in (point_coords, boxes, mask_input) if x is not None]
     if len(set(counts)) > 1:
         raise ValueError(f"point_coords, boxes and mask_input must have the same batch size, got {counts}")
     b = counts[0] if counts else 1
     n = 0 if point_coords is None else np.shape(point_coords)[1]
-    bb, nb = bucket(b), bucket(n + 1)
+    bb, nb = num_prompts or bucket(b), num_points or bucket(n + 1)
+    if bb < b or nb < n + 1:
+        raise ValueError(f"num_prompts / num_points {bb} / {nb} are below the {b} prompts of {n} points (+1)")
     coords = np.zeros((bb, nb, 2), np.float32)
     labels = np.full((bb, nb), PAD_LABEL, np.int32)
     box_arr = np.zeros((bb, 4), np.float32)

@@ -23,7 +23,7 @@ class VnsPredictor(SamPredictor):
     multimask_output only changes which SAM mask `output="sam"` returns (best of 3 by IoU) and its score.
     """
 
-    def __init__(self, sam_model: Sam, *, output: str = "fused"):
+    def __init__(self, sam_model: Sam, *, output: str = "fused", precision: str | None = None):
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         if not isinstance(sam_model.mask_decoder, VnsDecoder):
@@ -34,7 +34,7 @@ class VnsPredictor(SamPredictor):
         if output == "edge" and sam_model.mask_decoder.ablation.tokens != "both":
             raise ValueError(f"output='edge': the {sam_model.variant!r} decoder has no edge head")
         self.output = output
-        super().__init__(sam_model)
+        super().__init__(sam_model, precision=precision)
 
     def select_output(self, out: DecoderOutput) -> jax.Array:
         if self.output == "results_fusion":
