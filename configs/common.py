@@ -44,7 +44,9 @@ def released_recipe(model_type: str) -> mlc.ConfigDict:
     c.steps_per_epoch = -1  # -1: dataset size // batch_size (DistributedSampler + drop_last)
     c.num_train_steps = -1  # -1: num_epochs * steps_per_epoch
 
-    # Compute and sharding.
+    # Compute and sharding. precision (docs/precision.md): "highest" = true float32 matmuls on every backend (parity),
+    # "default" = the backend's float32 matmuls (TF32 on GPU), "bf16" = bfloat16 activations, float32 accumulation.
+    c.precision = "highest"
     c.encoder_dtype = "float32"  # "bfloat16": frozen encoder in bf16; trainable modules stay float32
     c.shard_encoder = False  # FSDP-style sharding of the frozen encoder's large kernels over "data"
     c.shard_encoder_min_size = 2**18  # elements; smaller kernels stay replicated

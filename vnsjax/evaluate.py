@@ -24,6 +24,7 @@ from vnsjax.evaluation import coco
 from vnsjax.evaluation.report import format_markdown, write_reports
 from vnsjax.evaluation.runner import PROMPT_MODES, evaluate
 from vnsjax.model_dir import load_model
+from vnsjax.modeling.precision import add_precision_flag
 from vnsjax.utils.outputs import OutputError, check_out_dir
 
 
@@ -65,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--hq-token-only", action="store_true", help="HQ-SAM: HQ mask only instead of HQ + SAM mask")
     p.add_argument("--workers", type=int, default=2, help="image-reading threads")
+    add_precision_flag(p)
     p.add_argument("--out", default=None, help="output directory (default: results, or results_coco with --coco)")
     p.add_argument("--stem", default="results", help="file name stem of the three VNS-SEG reports")
     c = p.add_argument_group("COCO (with --coco)")
@@ -90,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out = "results"
     try:
         check_out_dir(args.out, [f"{args.stem}{suffix}" for suffix in (".md", ".json", "_per_image.csv")])
-        models = {name: load_model(d) for name, d in zip(_model_names(args.checkpoint), args.checkpoint, strict=True)}
+        names = _model_names(args.checkpoint)
+        models = {name: load_model(d, precision=args.precision) for name, d in zip(names, args.checkpoint, strict=True)}
     except (OutputError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -108,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hq_token_only=args.hq_token_only,
         workers=args.workers,
     )
+    summary["precision"] = args.precision
     paths = write_reports(summary, records, args.out, stem=args.stem)
     print(format_markdown(summary))
     if summary["absent_subsets"]:
@@ -136,7 +140,7 @@ def coco_main(args: argparse.Namespace) -> int:
             raise coco.CocoInputError(f"--max-images must be >= 1, got {args.max_images}")
         image_ids = sorted(gt.getImgIds())[: args.max_images]
         split = coco.read_split(args.split, gt, image_ids) if args.split else None
-        models = {name: load_model(d) for name, d in zip(names, args.checkpoint, strict=True)}
+        models = {name: load_model(d, precision=args.precision) for name, d in zip(names, args.checkpoint, strict=True)}
     except (coco.CocoInputError, OutputError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -156,7 +160,7 @@ def coco_main(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.no_progress,
     )
-    summary = coco.summarize(run, gt)
+    summary = coco.summarize(run, gt) | {"precision": args.precision}
     paths = coco.write_outputs(run, summary, out, threshold=threshold)
     print(coco.format_markdown(summary, threshold=threshold))
     if run.failed:

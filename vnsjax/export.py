@@ -1,6 +1,6 @@
 """Serialises a model's image encoder and prompt decoder with `jax.export`, weights baked in as constants.
 
-    python -m vnsjax.export --checkpoint DIR --out model.vnsjax [--platforms cpu,cuda,tpu]
+    python -m vnsjax.export --checkpoint DIR --out model.vnsjax [--platforms cpu,cuda,tpu] [--precision bf16]
 
 The bundle is a zip: `meta.json` (img_size, variant, mask size, feature and prompt signatures) and one
 serialised `jax.export.Exported` per function:
@@ -41,11 +41,23 @@ PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
 PROMPT_NAMES = ("coords", "labels", "boxes", "box_valid", "mask_input", "mask_valid")
 
 
-def export_model(model, *, platforms: tuple[str, ...] = DEFAULT_PLATFORMS, hq_token_only: bool = False) -> bytes:
-    """Exports `model` (any variant, run in inference mode; `model` is not changed) and returns the bundle's bytes."""
+def export_model(
+    model,
+    *,
+    platforms: tuple[str, ...] = DEFAULT_PLATFORMS,
+    hq_token_only: bool = False,
+    precision: str | None = None,
+) -> bytes:
+    """Exports `model` (any variant, run in inference mode; `model` is not changed) and returns the bundle's bytes.
+
+    precision: "highest" | "default" | "bf16" baked into the programs (None: the model's own); meta.json records it.
+    """
+    from vnsjax.modeling.precision import get_precision, set_precision
     from vnsjax.modeling.sam import Features, Prompts, eval_view
 
     model = eval_view(model)
+    if precision is not None:
+        set_precision(model, precision)  # on the view: the caller's model keeps its own setting
     s = model.img_size
     mh, mw = model.prompt_encoder.mask_input_size
     options = type(model.mask_decoder).options_for(hq_token_only=hq_token_only)
@@ -97,6 +109,7 @@ def export_model(model, *, platforms: tuple[str, ...] = DEFAULT_PLATFORMS, hq_to
         "prompts": list(PROMPT_NAMES),
         "platforms": list(platforms),
         "hq_token_only": hq_token_only,
+        "precision": get_precision(model),
     }
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -182,11 +195,14 @@ def _is_bundle(path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vnsjax.modeling.precision import add_precision_flag
+
     p = argparse.ArgumentParser(prog="python -m vnsjax.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="converted model directory (python -m convert_weights)")
     p.add_argument("--out", required=True, help="bundle file to write (new, or an earlier bundle to replace)")
     p.add_argument("--platforms", default=",".join(DEFAULT_PLATFORMS), help="comma-separated lowering targets")
     p.add_argument("--hq-token-only", action="store_true", help="HQ-SAM: return the HQ mask only")
+    add_precision_flag(p)
     args = p.parse_args(argv)
     platforms = tuple(args.platforms.split(","))
     if not platforms or not set(platforms) <= set(PLATFORMS):
@@ -207,13 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    data = export_model(model, platforms=platforms, hq_token_only=args.hq_token_only)
+    data = export_model(model, platforms=platforms, hq_token_only=args.hq_token_only, precision=args.precision)
     try:
         out.write(data)
     except OutputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"exported {model.variant} ({model.config.name}) -> {out.path} ({len(data) / 1e6:.1f} MB)")
+    print(f"exported {model.variant} ({model.config.name}, {args.precision}) -> {out.path} ({len(data) / 1e6:.1f} MB)")
     return 0
 
 

@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from vnsjax.build_sam import VARIANTS, ModelConfig, build_sam
+from vnsjax.modeling.precision import set_precision
 from vnsjax.modeling.sam import Sam
 
 FORMAT = 1
@@ -123,8 +124,12 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_model(directory: str | Path) -> Sam:
-    """Loads a model written by `save_model` / `python -m convert_weights`; problems raise `ModelDirError`."""
+def load_model(directory: str | Path, *, precision: str | None = None) -> Sam:
+    """Loads a model written by `save_model` / `python -m convert_weights`; problems raise `ModelDirError`.
+
+    precision: "highest" | "default" | "bf16" for this model (vnsjax.modeling.precision); None builds it at
+    "highest". It is a setting of the loaded modules only: models loaded or built elsewhere keep theirs.
+    """
     directory = Path(directory).absolute()
     meta = read_meta(directory)
     try:
@@ -145,7 +150,8 @@ def load_model(directory: str | Path) -> Sam:
             "convert the checkpoint again"
         ) from e
     nnx.replace_by_pure_dict(abstract_state, restored)
-    return nnx.merge(graphdef, abstract_state)
+    model = nnx.merge(graphdef, abstract_state)
+    return model if precision is None else set_precision(model, precision)
 
 
 def state_digest(model: Sam) -> dict[str, float]:

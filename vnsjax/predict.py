@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from data_pipeline.images import ImageReadError, read_image
+from vnsjax.modeling.precision import add_precision_flag
 from vnsjax.utils.outputs import OutputError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -213,7 +214,16 @@ def predict_prompted(predictor, image: np.ndarray, prompt: dict[str, Any], multi
     return {"masks": [m.astype(bool) for m in masks], "scores": [float(s) for s in scores]}
 
 
-def segment(path: Path, image: np.ndarray, predictor, amg, prompt: dict[str, Any] | None, multimask: bool):
+def segment(
+    path: Path,
+    image: np.ndarray,
+    predictor,
+    amg,
+    prompt: dict[str, Any] | None,
+    multimask: bool,
+    *,
+    precision: str = "highest",
+):
     """One image's outputs {file name: bytes}: masks, overlay and the JSON record (the last one)."""
     name = path.name  # with the extension: a.jpg and a.png get distinct outputs
     files: dict[str, bytes] = {}
@@ -240,7 +250,13 @@ def segment(path: Path, image: np.ndarray, predictor, amg, prompt: dict[str, Any
             "scores": [a["predicted_iou"] for a in anns],
             "annotations": [{k: v for k, v in a.items() if k != "segmentation"} for a in anns],
         }
-    record.update(masks=list(files), image=str(path), size=list(image.shape[:2]), overlay=f"{name}_overlay.png")
+    record.update(
+        masks=list(files),
+        image=str(path),
+        size=list(image.shape[:2]),
+        overlay=f"{name}_overlay.png",
+        precision=precision,
+    )
     files[f"{name}_overlay.png"] = _png(vis)
     try:
         files[f"{name}.json"] = (json.dumps(record, indent=2, allow_nan=False) + "\n").encode()
@@ -274,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="predictions", help="output folder (new, empty, or an earlier output)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder (only our files replaced)")
     p.add_argument("--output", choices=["fused", "sam", "vns"], default=None, help="VNS-SAM: which mask (fused)")
+    add_precision_flag(p)
     g = p.add_argument_group("automatic mode (no prompt)")
     g.add_argument("--points-per-side", type=int, default=32)
     g.add_argument("--points-per-batch", type=int, default=64)
@@ -340,7 +357,7 @@ def run(args: argparse.Namespace, images: list[Path], out: OutputFolder) -> int:
     from vnsjax.predictors.vns_predictor import VnsPredictor
 
     try:
-        model = load_model(args.checkpoint)
+        model = load_model(args.checkpoint, precision=args.precision)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -367,7 +384,7 @@ def run(args: argparse.Namespace, images: list[Path], out: OutputFolder) -> int:
                     crop_n_layers=args.crop_n_layers,
                     min_mask_region_area=args.min_mask_region_area,
                 )
-            out.write(segment(path, image, predictor, amg, prompt, args.multimask))
+            out.write(segment(path, image, predictor, amg, prompt, args.multimask, precision=args.precision))
             done += 1
         except (InputError, ImageReadError) as e:
             tqdm.write(f"failed: {e}", file=sys.stderr)

@@ -31,6 +31,7 @@ from data_pipeline import pipeline, vns_seg
 from vnsjax.build_sam import MODEL_CONFIGS
 from vnsjax.evaluation import runner
 from vnsjax.model_dir import ModelDirError, save_model
+from vnsjax.modeling.image_encoder import get_attention
 from vnsjax.modeling.sam import Sam
 from vnsjax.training import sharding
 from vnsjax.training.checkpoints import TrainCheckpoints
@@ -97,6 +98,7 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
 
     # --- Loop: step, log, stop on non-finite, save, evaluate ------------------------------------------------------
     logs = Logs(workdir, total_steps=total_steps, start=start, progress_bar=config.progress_bar)
+    logs.start(start, step_numerics(config, eval_model(setup, state, frozen), setup.encoder_dtype))
     metrics: dict[str, float] = {}
     evaluation: dict[str, float] = {}
     try:
@@ -134,6 +136,16 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
         logs.close()
         ckpts.close()
     return {"step": total_steps, "train": metrics, "eval": evaluation}
+
+
+def step_numerics(config: mlc.ConfigDict, model: Sam, encoder_dtype: Any) -> dict[str, str]:
+    """How the training step computes, for the logs: precision, encoder attention implementation, backend."""
+    return {
+        "precision": config.precision,
+        "encoder_dtype": str(encoder_dtype),
+        "attention": get_attention(model, encoder_dtype),
+        "backend": jax.default_backend(),
+    }
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from vnsjax.training.config_check import ConfigError, resume_changes, unknown_ke
         ("num_train_steps", -5, "config.num_train_steps = -5: expected a positive integer, or -1"),
         ("steps_per_epoch", 0, "config.steps_per_epoch = 0"),
         ("data_dir", "/no/such/dir", "config.data_dir = '/no/such/dir': expected a VNS-SEG root"),
+        ("precision", "fp16", "config.precision = 'fp16': expected one of highest, default, bf16"),
     ],
 )
 def test_bad_value_names_field(field, value, expected):

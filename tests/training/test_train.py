@@ -3,6 +3,8 @@ schedule, SAM base loading, and the non-finite guard. Uses configs/demo.py:smoke
 
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -14,6 +16,7 @@ from configs import demo, vit_l
 from tests.training import train_util as tu
 from vnsjax.build_sam import MODEL_CONFIGS, build_sam
 from vnsjax.model_dir import load_model, save_model
+from vnsjax.modeling.attention import resolve_implementation
 from vnsjax.train import train
 from vnsjax.training import optim, sharding
 from vnsjax.training import state as ts
@@ -67,8 +70,18 @@ def test_frozen_base_is_bit_identical(run):
 @pytest.mark.slow
 def test_metrics_and_checkpoint_written(run):
     _, out, workdir = run
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 3 and out["step"] == 3
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    start, *steps = rows
+    # The start line says how the step computes: the config's precision and the attention implementation in use.
+    assert start == {
+        "event": "start",
+        "step": 0,
+        "precision": "highest",
+        "encoder_dtype": "float32",
+        "attention": resolve_implementation("auto"),  # "chunked" on the CPU
+        "backend": jax.default_backend(),
+    }
+    assert [r["step"] for r in steps] == [1, 2, 3] and out["step"] == 3
     terms = {"loss_edge1", "loss_mask2", "loss_edge2", "loss_fusion_mask"}
     assert set(out["train"]) >= {"loss", "lr", "grad_norm", *terms}
     assert np.isfinite(out["train"]["loss"])

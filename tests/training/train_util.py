@@ -78,7 +78,7 @@ def metrics(workdir: Path) -> dict[int, dict[str, float]]:
     path = workdir / "metrics.jsonl"
     text = path.read_text() if path.exists() else ""
     rows = [json.loads(line) for line in text.split("\n")[:-1]]
-    return {r["step"]: r for r in rows}
+    return {r["step"]: r for r in rows if "event" not in r}
 
 
 def losses(workdir: Path) -> np.ndarray:

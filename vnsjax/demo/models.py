@@ -15,6 +15,7 @@ import numpy as np
 
 from vnsjax.build_sam import build_sam
 from vnsjax.model_dir import load_model
+from vnsjax.modeling.precision import get_precision
 from vnsjax.modeling.sam import Sam
 from vnsjax.predictors.sam_predictor import SamPredictor
 
@@ -30,8 +31,15 @@ class DemoModel:
     sizes_seen: set[tuple[int, int]] = dataclasses.field(default_factory=set)
 
     @classmethod
-    def from_model(cls, name: str, model: Sam, *, random_weights: bool = False) -> DemoModel:
-        return cls(name, SamPredictor(model), random_weights)  # VNS-SAM: the fused mask with SAM's IoU score
+    def from_model(
+        cls, name: str, model: Sam, *, random_weights: bool = False, precision: str = "highest"
+    ) -> DemoModel:
+        # VNS-SAM: the fused mask with SAM's IoU score.
+        return cls(name, SamPredictor(model, precision=precision), random_weights)
+
+    @property
+    def precision(self) -> str:
+        return get_precision(self.predictor.model)
 
     @property
     def variant(self) -> str:
@@ -82,7 +90,7 @@ class DemoModel:
         return masks, scores, (time.perf_counter() - start) * 1e3
 
 
-def load_models(checkpoints: list[str | Path]) -> list[DemoModel]:
+def load_models(checkpoints: list[str | Path], precision: str = "highest") -> list[DemoModel]:
     """One DemoModel per converted model directory, named after the directory (made unique)."""
     models, seen = [], set()
     for directory in checkpoints:
@@ -92,17 +100,19 @@ def load_models(checkpoints: list[str | Path]) -> list[DemoModel]:
         while name in seen:
             name, k = f"{base} #{k}", k + 1
         seen.add(name)
-        models.append(DemoModel.from_model(name, model))
+        models.append(DemoModel.from_model(name, model, precision=precision))
     return models
 
 
-def default_models() -> list[DemoModel]:
+def default_models(precision: str = "highest") -> list[DemoModel]:
     """What the demo serves without --checkpoint: randomly initialised tiny SAM and VNS-SAM.
 
     No trained weights ship with vnsjax yet; when a pretrained base does, load it here and drop
     `random_weights` (the page shows its banner only for models that set it).
     """
     return [
-        DemoModel.from_model("SAM tiny", build_sam("tiny", "sam", seed=0), random_weights=True),
-        DemoModel.from_model("VNS-SAM tiny", build_sam("tiny", "vns", seed=0), random_weights=True),
+        DemoModel.from_model("SAM tiny", build_sam("tiny", "sam", seed=0), random_weights=True, precision=precision),
+        DemoModel.from_model(
+            "VNS-SAM tiny", build_sam("tiny", "vns", seed=0), random_weights=True, precision=precision
+        ),
     ]

@@ -116,7 +116,10 @@ class DemoApp:
                 names=" and ".join(random), verb="are" if plural else "is", pronoun="their" if plural else "its"
             )
         return {
-            "models": [{"name": m.name, "variant": m.variant, "model_type": m.model_type} for m in self.models],
+            "models": [
+                {"name": m.name, "variant": m.variant, "model_type": m.model_type, "precision": m.precision}
+                for m in self.models
+            ],
             "banner": banner,
             "samples": list(self.samples),
             "max_upload_bytes": MAX_UPLOAD_BYTES,
@@ -282,6 +285,8 @@ def samples_dir() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vnsjax.modeling.precision import add_precision_flag
+
     p = argparse.ArgumentParser(prog="python -m vnsjax.demo", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--checkpoint",
@@ -292,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=7860, help="0 picks a free port")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: this machine only)")
+    add_precision_flag(p)
     return p
 
 
@@ -300,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     from vnsjax.demo.models import default_models, load_models
 
     try:
-        models = load_models(args.checkpoint) if args.checkpoint else default_models()
+        models = load_models(args.checkpoint, args.precision) if args.checkpoint else default_models(args.precision)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vnsjax.modeling.attention import IMPLEMENTATIONS, rel_pos_attention
+from vnsjax.modeling.attention import IMPLEMENTATIONS, rel_pos_attention, resolve_implementation
 from vnsjax.modeling.common import LayerNorm2d, MLPBlock, gelu, layer_norm, torch_conv, torch_linear
 from vnsjax.modeling.precision import HIGHEST, Numerics
 
@@ -260,3 +262,15 @@ def set_attention(model: nnx.Module, implementation: str) -> nnx.Module:
         if isinstance(node, Attention):
             node.implementation = implementation
     return model
+
+
+def get_attention(model: nnx.Module, dtype: Any = None) -> str:
+    """The attention implementation `model`'s encoder runs on this backend ("auto" resolved), for logs.
+
+    dtype: the compute dtype when the parameters were cast rather than the precision set (the trainer's
+    encoder_dtype); by default the model's own precision decides.
+    """
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, Attention):
+            return resolve_implementation(node.implementation, node.numerics.dtype or dtype or jnp.float32)
+    raise ValueError(f"{type(model).__name__} has no encoder attention")

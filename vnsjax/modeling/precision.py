@@ -82,3 +82,17 @@ def get_precision(model: nnx.Module) -> str:
     if len(names) != 1:
         raise ValueError(f"Model has no single precision setting: {sorted(names)}")
     return names.pop()
+
+
+def add_precision_flag(parser: Any) -> None:
+    """`--precision highest|default|bf16` on an argparse parser: the one flag of every command that runs a model.
+
+    argparse refuses any other value with one usage line naming the choices.
+    """
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="highest",
+        help="matmul / activation precision (docs/precision.md): highest = true float32, the parity mode (default); "
+        "default = the backend's float32 matmuls (TF32 on GPU); bf16 = bfloat16 with float32 accumulation",
+    )

@@ -15,6 +15,7 @@ import ml_collections as mlc
 
 from vnsjax.build_sam import MODEL_CONFIGS
 from vnsjax.model_dir import STATE, ModelDirError, read_meta
+from vnsjax.modeling.precision import PRECISIONS
 
 
 class ConfigError(ValueError):
@@ -81,6 +82,8 @@ def validate_config(config: mlc.ConfigDict) -> None:
         raise ConfigError(
             f"config.batch_size = {batch}: expected a multiple of the {devices} devices ({processes} processes)"
         )
+    if config.get("precision", "highest") not in PRECISIONS:
+        raise ConfigError(f"config.precision = {config.precision!r}: expected one of {', '.join(PRECISIONS)}")
     _positive_or_default(config, "num_train_steps", "num_epochs * steps_per_epoch")
     _positive_or_default(config, "steps_per_epoch", "the training set's size // batch_size")
     if config.num_train_steps == -1 and (not isinstance(config.num_epochs, int) or config.num_epochs < 1):

@@ -1,10 +1,15 @@
-"""Training logs on process 0: WORKDIR/metrics.jsonl (every step), eval.jsonl, TensorBoard (tb/), a progress bar."""
+"""Training logs on process 0: WORKDIR/metrics.jsonl (every step), eval.jsonl, TensorBoard (tb/), a progress bar.
+
+metrics.jsonl also gets one {"event": "start", "step": S, ...} line each time a run starts or resumes at step S,
+with how the step computes (precision, attention implementation, backend); readers of the per-step rows skip
+lines with an "event".
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import jax
 
@@ -35,6 +40,15 @@ class Logs:
         f.flush()
         for k, v in scalars.items():
             self._tb.add_scalar(f"{kind}/{k}", v, step)
+
+    def start(self, step: int, info: dict[str, Any]) -> None:
+        """The start line of metrics.jsonl (not a TensorBoard scalar), also printed."""
+        if not self.active:
+            return
+        record = {"event": "start", "step": step, **info}
+        self._files["train"].write(json.dumps(record) + "\n")
+        self._files["train"].flush()
+        print("run: " + " ".join(f"{k} {v}" for k, v in info.items()), flush=True)
 
     def train(self, step: int, scalars: dict[str, float]) -> None:
         if not self.active:

@@ -26,6 +26,7 @@ from jax.sharding import Mesh
 
 from vnsjax.build_sam import build_sam, get_model_config
 from vnsjax.model_dir import load_model
+from vnsjax.modeling.precision import set_precision
 from vnsjax.modeling.sam import Sam
 from vnsjax.training import optim, sharding
 
@@ -103,6 +104,7 @@ def init_train_state(
         adapter_ratio=config.encoder_adapter_ratio,
     )
     model.image_encoder.remat = config.remat
+    set_precision(model, config.get("precision", "highest"))  # before the split: the graphdefs carry it
     split = split_model(model, config.trainable)
     recipe = make_recipe(config, split.trainable)
     dtype = jnp.dtype(config.encoder_dtype)
