@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from data_pipeline.images import ImageReadError, read_image
-from vnsjax.modeling.precision import add_precision_flag
+from vnsjax.modeling.precision import add_precision_flag, get_precision
 from vnsjax.utils.outputs import OutputError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -214,16 +214,7 @@ def predict_prompted(predictor, image: np.ndarray, prompt: dict[str, Any], multi
     return {"masks": [m.astype(bool) for m in masks], "scores": [float(s) for s in scores]}
 
 
-def segment(
-    path: Path,
-    image: np.ndarray,
-    predictor,
-    amg,
-    prompt: dict[str, Any] | None,
-    multimask: bool,
-    *,
-    precision: str = "highest",
-):
+def segment(path: Path, image: np.ndarray, predictor, amg, prompt: dict[str, Any] | None, multimask: bool):
     """One image's outputs {file name: bytes}: masks, overlay and the JSON record (the last one)."""
     name = path.name  # with the extension: a.jpg and a.png get distinct outputs
     files: dict[str, bytes] = {}
@@ -255,7 +246,7 @@ def segment(
         image=str(path),
         size=list(image.shape[:2]),
         overlay=f"{name}_overlay.png",
-        precision=precision,
+        precision=get_precision(predictor.model),
     )
     files[f"{name}_overlay.png"] = _png(vis)
     try:
@@ -384,7 +375,7 @@ def run(args: argparse.Namespace, images: list[Path], out: OutputFolder) -> int:
                     crop_n_layers=args.crop_n_layers,
                     min_mask_region_area=args.min_mask_region_area,
                 )
-            out.write(segment(path, image, predictor, amg, prompt, args.multimask, precision=args.precision))
+            out.write(segment(path, image, predictor, amg, prompt, args.multimask))
             done += 1
         except (InputError, ImageReadError) as e:
             tqdm.write(f"failed: {e}", file=sys.stderr)

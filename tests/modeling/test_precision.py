@@ -109,9 +109,8 @@ def test_bf16_within_bound(variant, seed):
         # Normwise and max-norm relative errors: the second catches a local blow-up the first would average out.
         rel, rel_max = np.linalg.norm(b - a) / np.linalg.norm(a), np.abs(b - a).max() / np.abs(a).max()
         assert max(rel, rel_max) <= bound, f"{name}: relative error {rel:.4f} / {rel_max:.4f} > bound {bound:.4f}"
-        if name != "iou":  # not asserted: see docs/precision.md on mask IoU of random-weight models
-            union = np.maximum(((a > 0) | (b > 0)).sum((-2, -1)), 1)
-            print(
-                f"{variant} {name}: rel {rel:.4f}/{rel_max:.4f} (bound {bound:.4f}) "
-                f"IoU mean {(((a > 0) & (b > 0)).sum((-2, -1)) / union).mean():.4f}"
-            )
+        if name != "iou":
+            # Mask bits (docs/precision.md): a pixel farther than the bound from the threshold, relative to its own
+            # map's largest logit, keeps its bit. The plain IoU is not asserted: random logits cross zero everywhere.
+            outside = np.abs(a) > bound * np.abs(a).max((-2, -1), keepdims=True)
+            assert ((a > 0) == (b > 0))[outside].all(), f"{name}: a mask bit flipped beyond the margin"
