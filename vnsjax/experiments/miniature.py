@@ -210,6 +210,7 @@ def trainable_params(c: mlc.ConfigDict) -> int:
 def seconds_per_step(workdir: Path) -> float:
     """Median step time of a run (its first step, the compilation, excluded) from WORKDIR/metrics.jsonl."""
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "event" not in r]  # the run's start line (precision, attention) is not a step
     times = [1.0 / r["images_per_s"] for r in rows[1:] if r.get("images_per_s")]
     batch = json.loads((workdir / "config.json").read_text())["batch_size"]
     return batch * statistics.median(times) if times else float("nan")

@@ -82,7 +82,7 @@ def validate_config(config: mlc.ConfigDict) -> None:
         raise ConfigError(
             f"config.batch_size = {batch}: expected a multiple of the {devices} devices ({processes} processes)"
         )
-    if config.get("precision", "highest") not in PRECISIONS:
+    if config.precision not in PRECISIONS:
         raise ConfigError(f"config.precision = {config.precision!r}: expected one of {', '.join(PRECISIONS)}")
     _positive_or_default(config, "num_train_steps", "num_epochs * steps_per_epoch")
     _positive_or_default(config, "steps_per_epoch", "the training set's size // batch_size")

@@ -104,7 +104,7 @@ def init_train_state(
         adapter_ratio=config.encoder_adapter_ratio,
     )
     model.image_encoder.remat = config.remat
-    set_precision(model, config.get("precision", "highest"))  # before the split: the graphdefs carry it
+    set_precision(model, config.precision)  # before the split: the graphdefs carry it
     split = split_model(model, config.trainable)
     recipe = make_recipe(config, split.trainable)
     dtype = jnp.dtype(config.encoder_dtype)
