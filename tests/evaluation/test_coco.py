@@ -341,6 +341,7 @@ def test_cli_two_checkpoints_side_by_side(coco_set: Path, tmp_path: Path, capsys
     summary = json.loads((out / "coco_results.json").read_text())
     assert list(summary["models"]) == ["sam_tiny", "vns_tiny"]
     assert summary["images"] == {"evaluated": NUM_IMAGES - 1, "failed": 1}
+    assert summary["precision"] == "highest"  # the --precision default, recorded
     evaluated = [i["id"] for i in data["images"] if i["file_name"] != bad]
     for name in ("sam_tiny", "vns_tiny"):
         results = json.loads((out / f"segm_{name}.json").read_text())

@@ -276,7 +276,7 @@ class BoxSegmenter:
 
     Logits are at the original image size (binarise at `mask_threshold`); scores are the predicted IoUs. Through
     `SamPredictor`: the images encoded in one call (`set_images`), every image's boxes decoded in one call
-    (`predict_low_res_images`); one program per image-count and box-count bucket (powers of two).
+    (`predict_low_res_images`); one encoder program, one decoder program per box-count bucket (powers of two).
     """
 
     def __init__(
@@ -306,8 +306,10 @@ class BoxSegmenter:
         if any(len(b) == 0 for b in boxes):
             raise ValueError("every image needs at least one box")
         p = self.predictor
-        p.set_images(images)
-        prompts = [p.transform_prompts(boxes=b, image_index=i) for i, b in enumerate(boxes)]
+        # The last, short batch is padded with copies of its last image (results dropped): one encoder program.
+        pad = self.batch_size - len(images)
+        p.set_images([*images, *[images[-1]] * pad])
+        prompts = [p.transform_prompts(boxes=b, image_index=i) for i, b in enumerate([*boxes, *[boxes[-1]] * pad])]
         low_res, scores = jax.device_get(p.predict_low_res_images(prompts, multimask_output=False))
         out = []
         for i, (image, b) in enumerate(zip(images, boxes, strict=True)):

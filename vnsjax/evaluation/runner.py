@@ -68,8 +68,9 @@ def upsample_logits(low_res: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 
 class ModelPredictor:
-    """A `Sam` (any variant) through `SamPredictor`: a batch of examples encoded in one call (`set_resized_images`,
-    the count padded to a power of two) and decoded in one call (`predict_low_res_images`)."""
+    """A `Sam` (any variant) through `SamPredictor`: a batch of examples encoded in one call (`set_resized_images`)
+    and decoded in one call (`predict_low_res_images`). The last, short batch is padded with copies of its last
+    example, so one program serves the whole run."""
 
     def __init__(
         self,
@@ -97,9 +98,10 @@ class ModelPredictor:
             raise ValueError(f"expected 1..{self.batch_size} examples, got {len(examples)}")
         p = self.predictor
         s = self.image_size
-        p.set_resized_images([ex["image1024"] for ex in examples], [(s, s)] * len(examples))
-        arrays = prompt_arrays(examples, self.prompt)
-        prompts = [{k: v[i : i + 1] for k, v in arrays.items()} for i in range(len(examples))]
+        padded = [*examples, *[examples[-1]] * (self.batch_size - len(examples))]
+        p.set_resized_images([ex["image1024"] for ex in padded], [(s, s)] * len(padded))
+        arrays = prompt_arrays(padded, self.prompt)
+        prompts = [{k: v[i : i + 1] for k, v in arrays.items()} for i in range(len(padded))]
         low_res, _ = p.predict_low_res_images(prompts, multimask_output=False)
         low_res = to_host(low_res)
         p.reset_image()
