@@ -106,6 +106,11 @@ def default_base() -> str:
     return demo.get_config().sam_checkpoint
 
 
+def base_name(base: str) -> str:
+    """How the table names the base: a directory by its absolute path, a built-in model by its name."""
+    return str(Path(base).absolute()) if Path(base).is_dir() else base
+
+
 def check_base(directory: str) -> dict[str, Any]:
     """The base's vnsjax.json; it must be a SAM model of a known model type (the trainer builds that type)."""
     meta = read_meta(directory)
@@ -328,7 +333,7 @@ def run(
     seconds["total"] = time.perf_counter() - start
     document = {
         "written_by": COMMAND,
-        "base": {"path": str(Path(base).absolute()), "model_type": model_type, "source": meta.get("source", {})},
+        "base": {"name": base_name(base), "model_type": model_type, "source": meta.get("source", {})},
         "sizes": dataclasses.asdict(sizes),
         "seeds": list(seeds),
         "prompts": list(prompts),
@@ -371,7 +376,7 @@ def format_report(document: Mapping[str, Any], command: str) -> str:
         "",
         f"`{command}` ({document['seconds']['total'] / 60:.1f} min on {document['machine']['cpus']} CPU cores).",
         "",
-        f"Base: `{base['path']}` ({base['model_type']} SAM). Each trained row starts from it and trains only what its "
+        f"Base: `{base['name']}` ({base['model_type']} SAM). Each trained row starts from it and trains only what its "
         f"recipe trains, {sizes['steps']} steps x batch {sizes['batch_size']} on {n_train} synthetic training images "
         f"(5 sources), seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
         + (": mean ± sample standard deviation over seeds." if len(seeds) > 1 else ".")
