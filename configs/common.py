@@ -25,6 +25,8 @@ def released_recipe(model_type: str) -> mlc.ConfigDict:
     c.encoder_adapter_ratio = 0.0  # > 0: a trained bottleneck adapter of this width ratio in every encoder block
     c.remat = False  # rematerialise encoder blocks in the backward pass (recipes that train encoder parameters)
     c.prompts = "data"  # vnsjax.training.step.PROMPTS: the data pipeline's box / points / noisy mask prompts
+    # or "interactive" (SAM variant): a jittered box or a point, then this many click + mask-prompt rounds.
+    c.refine_rounds = 2
 
     # Input: VNS-SEG root with the five training sources (data_pipeline.vns_seg); empty: synthetic data.
     c.data_dir = ""
@@ -32,6 +34,7 @@ def released_recipe(model_type: str) -> mlc.ConfigDict:
     c.synthetic_images = 0  # per subset, generated into WORKDIR/data when data_dir is empty
     c.num_workers = 2  # grain worker processes per host
     c.batch_size = 16  # global: 4 per GPU x 4 GPUs in the release
+    c.jitter_scale = (0.1, 2.0)  # LargeScaleJitter: long side drawn from this range x the input size
     # Skip (and log) a training example that cannot be read, at the start-up scan or mid-run, instead of stopping.
     c.skip_bad = False
 
@@ -43,6 +46,9 @@ def released_recipe(model_type: str) -> mlc.ConfigDict:
     c.num_epochs = 12
     c.steps_per_epoch = -1  # -1: dataset size // batch_size (DistributedSampler + drop_last)
     c.num_train_steps = -1  # -1: num_epochs * steps_per_epoch
+    c.lr_schedule = "step"  # "step": the released StepLR above; "cosine": warm-up then cosine decay to 0
+    c.warmup_steps = 0  # "cosine" only
+    c.weight_decay = 0.0  # > 0: AdamW (decoupled weight decay)
 
     # Compute and sharding. precision (docs/precision.md): "highest" = true float32 matmuls on every backend (parity),
     # "default" = the backend's float32 matmuls (TF32 on GPU), "bf16" = bfloat16 activations, float32 accumulation.

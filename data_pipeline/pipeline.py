@@ -21,6 +21,7 @@ import numpy as np
 from data_pipeline import edges, prompts, transforms, vns_seg
 
 OUTPUT_SIZE = transforms.OUTPUT_SIZE
+JITTER_SCALE = (0.1, 2.0)  # the released LargeScaleJitter range
 
 # key: (shape without the batch dimension, dtype)
 TRAIN_BATCH_SPEC: dict[str, tuple[tuple[int, ...], Any]] = {
@@ -88,8 +89,15 @@ class SkipBadSource:
         raise vns_seg.DataError(f"skip_bad: none of the {n} training examples can be read")
 
 
-def augment(record: Mapping[str, Any], rng: np.random.Generator, *, output_size: int = OUTPUT_SIZE) -> dict:
-    """Edge target, RandomHFlip and LargeScaleJitter of one record (reader or TFDS) -> 1024^2 arrays.
+def augment(
+    record: Mapping[str, Any],
+    rng: np.random.Generator,
+    *,
+    output_size: int = OUTPUT_SIZE,
+    jitter_scale: tuple[float, float] = JITTER_SCALE,
+) -> dict:
+    """Edge target, RandomHFlip and LargeScaleJitter (long side x `jitter_scale` x output_size) of one record
+    (reader or TFDS) -> 1024^2 arrays.
 
     ``mask`` stays 0..255 here because the prompt samplers threshold it at 128; ``_batch_prompts`` rescales it.
     """
@@ -97,7 +105,10 @@ def augment(record: Mapping[str, Any], rng: np.random.Generator, *, output_size:
     mask = _plane(record["mask"])
     edge = edges.edge_target(_plane(record["boundary"]))
     image, mask, edge = transforms.random_hflip(rng, image, mask, edge)
-    image, mask, edge = transforms.large_scale_jitter(image, mask, edge, rng, output_size=output_size)
+    lo, hi = jitter_scale
+    image, mask, edge = transforms.large_scale_jitter(
+        image, mask, edge, rng, output_size=output_size, scale_min=lo, scale_max=hi
+    )
     return {"image": image, "mask": mask, "edge": edge}
 
 
@@ -135,6 +146,7 @@ def make_train_dataset(
     subsets: str | Sequence[str] = "train",
     image_size: int = OUTPUT_SIZE,
     skip_bad: bool = False,
+    jitter_scale: tuple[float, float] = JITTER_SCALE,
 ) -> grain.MapDataset:
     """Random-access training dataset of batches (see ``TRAIN_BATCH_SPEC``).
 
@@ -147,7 +159,9 @@ def make_train_dataset(
     (prompt_seed,) = _seeds(seed, 1, shard_index + 1)
     ds = grain.MapDataset.source(as_source(root_or_source, subsets, skip_bad=skip_bad))
     ds = ds.shuffle(seed=shuffle_seed).repeat(num_epochs)
-    ds = ds.random_map(functools.partial(augment, output_size=image_size), seed=augment_seed)
+    ds = ds.random_map(
+        functools.partial(augment, output_size=image_size, jitter_scale=tuple(jitter_scale)), seed=augment_seed
+    )
     ds = ds[shard_index::shard_count]
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds.random_map(_batch_prompts, seed=prompt_seed)
@@ -167,6 +181,7 @@ def make_train_iterator(
     subsets: str | Sequence[str] = "train",
     image_size: int = OUTPUT_SIZE,
     skip_bad: bool = False,
+    jitter_scale: tuple[float, float] = JITTER_SCALE,
 ) -> grain.DatasetIterator:
     """Checkpointable iterator of training batches (``get_state`` / ``set_state``, ``grain.checkpoint``).
 
@@ -175,6 +190,7 @@ def make_train_iterator(
     (``mp_prefetch``); ``num_threads``/``prefetch`` bound the in-process threads and buffer (in batches).
     The stream for a seed is the same whatever ``num_workers`` and ``num_threads`` are. ``image_size`` is the
     square training size (1024 for SAM; smaller for the tiny demo model). ``skip_bad``: see ``as_source``.
+    ``jitter_scale``: the LargeScaleJitter range (the long side over ``image_size``).
     """
     ds = make_train_dataset(
         root_or_source,
@@ -186,6 +202,7 @@ def make_train_iterator(
         subsets=subsets,
         image_size=image_size,
         skip_bad=skip_bad,
+        jitter_scale=jitter_scale,
     )
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
     if num_workers > 0:

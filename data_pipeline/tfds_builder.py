@@ -66,7 +66,7 @@ class VnsSeg(tfds.core.GeneratorBasedBuilder):
             f"  {s.name:13s} {s.im_dir} (*{s.im_ext}), {s.gt_dir} (*{s.gt_ext})"
             + (f", {s.edge_dir}" if s.edge_dir else "")
             for s in vns_seg.SUBSETS.values()
-            if s.split != "salient"
+            if s.split in ("train", "seen", "unseen")
         )
         + "\nLIS and CDS2K are not under that folder in the release: place them at LIS/{Imgs,GT} and"
         " CDS2K/{Image,GroundTruth}. Edge folders are optional (computed from masks when missing).\n"

@@ -31,7 +31,7 @@ class SubsetSpec:
     """Where one subset lives below the root. ``released_name`` is the name MyTrain.py prints."""
 
     name: str
-    split: str  # "train", "seen" or "unseen"
+    split: str  # "train", "seen" or "unseen" (VNS-SEG); "salient" or "pretrain" (synthetic salient scenes)
     released_name: str
     im_dir: str
     gt_dir: str
@@ -95,6 +95,9 @@ SUBSETS: dict[str, SubsetSpec] = dict(
         _spec("CDS2K", "unseen", "cds2k", "CDS2K/Image", "CDS2K/GroundTruth", ".jpg", kind="defect"),
         # Not part of VNS-SEG: salient scenes (the paper's COCO column), several objects per image, one mask each.
         _spec("Salient", "salient", "Salient", "Salient/Imgs", "Salient/GT", ".jpg", kind="salient", per_object=True),
+        # SAM pre-training on salient scenes (configs/sam_pretrain.py): its own images, so Salient stays held out.
+        _spec("Salient-TR", "pretrain", "Salient-TR", "Salient-TR/Imgs", "Salient-TR/GT", ".jpg", kind="salient",
+              per_object=True),
     ]
 )
 # fmt: on

@@ -56,6 +56,8 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     "vit_h": ModelConfig("vit_h", 1280, 32, 16, (7, 15, 23, 31)),
     # Test/demo size: same code paths (window padding, 4 global blocks) at a fraction of the cost.
     "tiny": ModelConfig("tiny", 32, 8, 2, (1, 3, 5, 7), img_size=256, window_size=6),
+    # The shipped pre-trained base (docs/base_model.md): tiny's layout at twice the encoder width.
+    "mini": ModelConfig("mini", 64, 8, 4, (1, 3, 5, 7), img_size=256, window_size=6),
 }
 
 

@@ -83,6 +83,7 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
         subsets=config.train_subsets,
         image_size=MODEL_CONFIGS[config.model_type].img_size,
         skip_bad=config.skip_bad,
+        jitter_scale=tuple(config.jitter_scale),
     )
     if ckpts.latest_step is not None:
         state = ckpts.restore(ckpts.latest_step, state, data_iter)

@@ -42,9 +42,16 @@ def train_cmd(workdir: Path, *overrides: str, config: str = "configs/demo.py:smo
     ]
 
 
-def run(workdir: Path, *overrides: str, devices: int = 1, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    workdir: Path, *overrides: str, devices: int = 1, check: bool = True, config: str = "configs/demo.py:smoke"
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        train_cmd(workdir, *overrides), cwd=ROOT, env=env(devices), capture_output=True, text=True, timeout=600
+        train_cmd(workdir, *overrides, config=config),
+        cwd=ROOT,
+        env=env(devices),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"train failed ({proc.returncode}):\n{proc.stderr[-4000:]}")

@@ -124,6 +124,15 @@ def check_recipe(config: mlc.ConfigDict) -> None:
         raise ConfigError(f"config.encoder_adapter_ratio = {ratio!r}: expected 0 (no adapters) or a ratio in (0, 1]")
     if config.prompts not in PROMPTS:
         raise ConfigError(f"config.prompts = {config.prompts!r}: expected one of {sorted(PROMPTS)}")
+    if config.prompts == "interactive" and config.variant != "sam":
+        # Its lone-point rounds train SAM's multimask outputs, which the other decoders do not return.
+        raise ConfigError(
+            f"config.prompts = 'interactive': simulates SAM's training; config.variant is {config.variant!r}"
+        )
+    if not isinstance(config.refine_rounds, int) or config.refine_rounds < 0:
+        raise ConfigError(f"config.refine_rounds = {config.refine_rounds!r}: expected an integer >= 0")
+    if config.lr_schedule not in optim.SCHEDULES:
+        raise ConfigError(f"config.lr_schedule = {config.lr_schedule!r}: expected one of {optim.SCHEDULES}")
 
 
 def check_model_dir(directory: str) -> None:

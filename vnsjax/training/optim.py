@@ -83,11 +83,22 @@ def check_spec(model: nnx.Module, spec: str) -> None:
             )
 
 
-def learning_rate_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:
-    """Released StepLR(step_size=decay_epochs, gamma) stepped per epoch, expressed in optimizer steps.
+SCHEDULES = ("step", "cosine")
 
-    Update number s (0-based, = Adam's count) belongs to epoch s // steps_per_epoch.
+
+def learning_rate_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:
+    """`config.lr_schedule`, in optimizer steps (update number s, 0-based, = Adam's count):
+
+    "step"    the released StepLR(step_size=lr_decay_epochs, gamma=lr_decay) stepped per epoch: update s belongs
+              to epoch s // steps_per_epoch;
+    "cosine"  linear warm-up over `warmup_steps` to `lr`, then cosine decay to 0 at the run's last step
+              (num_train_steps, or num_epochs * steps_per_epoch): training from scratch.
     """
+    if config.lr_schedule == "cosine":
+        total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
+        return optax.warmup_cosine_decay_schedule(
+            0.0, config.lr, max(config.warmup_steps, 1), max(total_steps, config.warmup_steps + 1)
+        )
     boundary = config.lr_decay_epochs * steps_per_epoch
     base, gamma = config.lr, config.lr_decay
 
@@ -98,5 +109,8 @@ def learning_rate_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:
 
 
 def make_optimizer(config: Any, steps_per_epoch: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Adam with the schedule; AdamW (decoupled decay) when `config.weight_decay` > 0, as SAM was pre-trained."""
     schedule = learning_rate_schedule(config, steps_per_epoch)
+    if config.weight_decay:
+        return optax.adamw(schedule, config.b1, config.b2, config.eps, weight_decay=config.weight_decay), schedule
     return optax.adam(schedule, b1=config.b1, b2=config.b2, eps=config.eps), schedule

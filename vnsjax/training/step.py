@@ -43,9 +43,88 @@ def training_prompts(batch: Batch, mask_size: tuple[int, int] = (256, 256)) -> P
     return Prompts(coords, labels.astype(jnp.int32), batch["box"], t == PROMPT_BOX, masks, t == PROMPT_MASK)
 
 
-# Prompt sources: batch, (4h, 4w) mask-prompt size -> one prompt per image. A simulation of interactive prompting
-# (clicks drawn from the current prediction's errors, refinement rounds) is another entry here.
-PROMPTS: dict[str, Callable[[Batch, tuple[int, int]], Prompts]] = {"data": training_prompts}
+Decode = Callable[[Prompts], DecoderOutput]  # the model's decoder on the batch's image features
+Rounds = list[tuple[DecoderOutput, Prompts]]  # one (output, prompts) per prompting round; the loss averages them
+
+
+def data_prompts(decode: Decode, batch: Batch, mask_size: tuple[int, int], key: jax.Array, rounds: int) -> Rounds:
+    """One round with the data pipeline's prompt per image (box, points or noisy mask, `training_prompts`)."""
+    del key, rounds
+    prompts = training_prompts(batch, mask_size)
+    return [(decode(prompts), prompts)]
+
+
+def _sample_pixel(key: jax.Array, region: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One pixel drawn uniformly from each (H, W) boolean region -> (xy float32 (B, 2), (B,) region non-empty).
+
+    An empty region draws uniformly over the whole image (the caller decides what that pixel means).
+    """
+    b, h, w = region.shape
+    flat = region.reshape(b, h * w)
+    found = jnp.any(flat, axis=1)
+    logits = jnp.where(flat | ~found[:, None], 0.0, -jnp.inf)
+    index = jax.random.categorical(key, logits, axis=1)
+    return jnp.stack([index % w, index // w], axis=1).astype(jnp.float32), found
+
+
+def _jitter_box(key: jax.Array, box: jax.Array, image_size: int) -> jax.Array:
+    """SAM's box noise: each coordinate moves by N(0, (0.1 x the box side)^2), at most 20 px of a 1024 frame."""
+    side = jnp.stack([box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]] * 2, axis=1)
+    limit = 20.0 * image_size / 1024
+    noise = jnp.clip(0.1 * side * jax.random.normal(key, box.shape), -limit, limit)
+    return jnp.clip(box + noise, 0.0, image_size - 1.0)
+
+
+def interactive_prompts(
+    decode: Decode, batch: Batch, mask_size: tuple[int, int], key: jax.Array, rounds: int
+) -> Rounds:
+    """SAM's simulated interactive segmentation (SAM paper, appendix A "Training algorithm"), `rounds` + 1 rounds.
+
+    Round 0 prompts each image with a jittered box or one foreground point (even odds). Each later round adds one
+    click drawn uniformly from the previous prediction's error region (foreground where it missed the object,
+    background where it spilled over) and feeds the previous low-res logits back as the mask prompt, under
+    stop_gradient so every round trains on its own. A lone point is ambiguous: its round trains SAM's three
+    multimask outputs, and the best of them (IoU with the target) is what the next round refines. Points
+    accumulate in fixed slots (padding until drawn), so the shapes, hence the compiled program, never change.
+    """
+    target = batch["mask"] > 0.5  # (B, S, S), the model's input frame
+    b, size = target.shape[0], target.shape[1]
+    keys = jax.random.split(key, rounds + 3)
+    use_box = jax.random.bernoulli(keys[0], 0.5, (b,))
+    boxes = _jitter_box(keys[1], batch["box"], size)
+    first, _ = _sample_pixel(keys[2], target)
+    # Slots: the first point, one click per refinement round, and SAM's not-a-point token where there is no box.
+    coords = jnp.zeros((b, rounds + 2, 2), jnp.float32).at[:, 0].set(first)
+    labels = jnp.full((b, rounds + 2), PAD_LABEL, jnp.int32)
+    labels = labels.at[:, 0].set(jnp.where(use_box, PAD_LABEL, 1)).at[:, -1].set(jnp.where(use_box, PAD_LABEL, -1))
+    logits = jnp.zeros((b, *mask_size), jnp.float32)
+    out: Rounds = []
+    for r in range(rounds + 1):
+        if r:
+            predicted = jax.image.resize(logits, (b, size, size), method="linear") > 0
+            missed, spilled = target & ~predicted, predicted & ~target
+            click, wrong = _sample_pixel(keys[r + 2], missed | spilled)
+            label = jnp.where(missed[jnp.arange(b), click[:, 1].astype(int), click[:, 0].astype(int)], 1, 0)
+            # A perfect prediction gets no click (padding): the round only refines with the mask prompt.
+            coords = coords.at[:, r].set(click)
+            labels = labels.at[:, r].set(jnp.where(wrong, label, PAD_LABEL))
+        prompts = Prompts(coords, labels, boxes, use_box, logits, jnp.full((b,), r > 0))
+        output = decode(prompts)
+        out.append((output, prompts))
+        masks = jax.lax.stop_gradient(output.masks)  # (B, 4, h, w): token 0, then the three multimask outputs
+        candidates = jnp.where(single_point(prompts)[:, None], jnp.arange(4) > 0, jnp.arange(4) == 0)
+        small = jax.image.resize(target.astype(jnp.float32), (b, *mask_size), method="linear") > 0.5
+        iou = losses.mask_iou(jnp.moveaxis(masks, 1, -1), small[..., None].astype(jnp.float32), (1, 2))
+        best = jnp.argmax(jnp.where(candidates, iou, -1.0), axis=1)
+        logits = masks[jnp.arange(b), best]
+    return out
+
+
+# Prompt sources: (decode, batch, (4h, 4w) mask-prompt size, key, refinement rounds) -> the rounds' outputs.
+PROMPTS: dict[str, Callable[[Decode, Batch, tuple[int, int], jax.Array, int], Rounds]] = {
+    "data": data_prompts,  # the pipeline's prompts, one round (the released training)
+    "interactive": interactive_prompts,  # SAM's simulated clicks and mask refinement (SAM variant only)
+}
 
 
 def single_point(prompts: Prompts) -> jax.Array:
@@ -54,8 +133,10 @@ def single_point(prompts: Prompts) -> jax.Array:
     return (n_points == 1) & ~prompts.box_valid & ~prompts.mask_valid
 
 
-def forward(model: Sam, batch: Batch, dtype: Any, recipe: Recipe = DEFAULT_RECIPE) -> tuple[DecoderOutput, Prompts]:
-    """The model call of training (the only one): encoder, the decoder's per-image features and the decoder.
+def forward(
+    model: Sam, batch: Batch, dtype: Any, recipe: Recipe = DEFAULT_RECIPE, key: jax.Array | None = None
+) -> Rounds:
+    """The model call of training (the only one): the encoder once, then the decoder once per prompting round.
 
     The encoder runs under stop_gradient unless the recipe trains part of it. SAM (recipe.variant "sam") returns all
     four mask tokens with their scores, as SAM trains; the others their prediction with hq_token_only (VNS-SAM: SAM's
@@ -63,23 +144,25 @@ def forward(model: Sam, batch: Batch, dtype: Any, recipe: Recipe = DEFAULT_RECIP
     """
     e = model.config.image_embedding_size
     features = model.image_features(batch["image"], dtype=dtype, frozen_encoder=not recipe.train_encoder)
-    prompts = PROMPTS[recipe.prompts](batch, (4 * e, 4 * e))
-    if recipe.variant != "sam":
-        return model.decode(features, prompts, multimask_output=False, hq_token_only=True), prompts
-    p = prompts
-    sparse, sparse_mask, dense = model.prompt_encoder(
-        (p.coords, p.labels), p.boxes, p.masks, box_valid=p.box_valid, mask_valid=p.mask_valid
-    )
-    pe = model.prompt_encoder.get_dense_pe()
-    masks, iou = model.mask_decoder.predict_masks(features.embedding, pe, sparse, dense, sparse_mask)
-    return DecoderOutput(masks, iou, {}), prompts
+
+    def decode(p: Prompts) -> DecoderOutput:
+        if recipe.variant != "sam":
+            return model.decode(features, p, multimask_output=False, hq_token_only=True)
+        sparse, sparse_mask, dense = model.prompt_encoder(
+            (p.coords, p.labels), p.boxes, p.masks, box_valid=p.box_valid, mask_valid=p.mask_valid
+        )
+        pe = model.prompt_encoder.get_dense_pe()
+        masks, iou = model.mask_decoder.predict_masks(features.embedding, pe, sparse, dense, sparse_mask)
+        return DecoderOutput(masks, iou, {})
+
+    key = jax.random.key(0) if key is None else key
+    return PROMPTS[recipe.prompts](decode, batch, (4 * e, 4 * e), key, recipe.refine_rounds)
 
 
-def loss_and_terms(
-    model: Sam, batch: Batch, dtype: Any, recipe: Recipe = DEFAULT_RECIPE, key: jax.Array | None = None
+def round_loss(
+    out: DecoderOutput, prompts: Prompts, batch: Batch, recipe: Recipe, key: jax.Array | None
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The recipe's loss on one batch. `key` drives HQ-SAM's point sampling (the only stochastic loss)."""
-    out, prompts = forward(model, batch, dtype, recipe)
+    """The recipe's loss on one prompting round."""
     target = batch["mask"]
     if recipe.loss == "vns":
         # Ablation decoders lack some outputs (None): their loss terms are left out. `masks` is the prediction.
@@ -97,6 +180,17 @@ def loss_and_terms(
         return losses.hq_loss(masks, target, key)
     loss = losses.structure_loss(masks[:, 0], target)
     return loss, {"loss_structure": loss}
+
+
+def loss_and_terms(
+    model: Sam, batch: Batch, dtype: Any, recipe: Recipe = DEFAULT_RECIPE, key: jax.Array | None = None
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The recipe's loss on one batch, averaged over the prompting rounds. `key` drives the simulated prompts and
+    HQ-SAM's point sampling."""
+    prompt_key = None if key is None else jax.random.fold_in(key, 1)  # `key` itself stays HQ-SAM's, as before
+    rounds = forward(model, batch, dtype, recipe, prompt_key)
+    per_round = [round_loss(out, prompts, batch, recipe, key) for out, prompts in rounds]
+    return jax.tree.map(lambda *x: sum(x) / len(x), *per_round)
 
 
 def train_step(
