@@ -22,6 +22,7 @@ def released_recipe(model_type: str) -> mlc.ConfigDict:
     c.variant = "vns"
     c.trainable = "released"
     c.loss = "released"
+    c.focal_alpha = 0.25  # loss "sam": focal loss foreground weight (RetinaNet's 0.25; 0.5 weighs both classes alike)
     c.encoder_adapter_ratio = 0.0  # > 0: a trained bottleneck adapter of this width ratio in every encoder block
     c.remat = False  # rematerialise encoder blocks in the backward pass (recipes that train encoder parameters)
     c.prompts = "data"  # vnsjax.training.step.PROMPTS: the data pipeline's box / points / noisy mask prompts

@@ -2,6 +2,9 @@
 
 DIR/vnsjax.json   {"format": 1, "model_type": "vit_l", "variant": "vns", "config": {...}, "source": ...}
 DIR/state/        orbax StandardCheckpointer of the model's full state (params, buffers, BN stats)
+
+Wherever a model directory is read, `builtin:NAME` names one shipped inside the package (`BUILTIN`), e.g.
+`vnsjax.load_model("builtin:sam_mini_salient")` or `--config.sam_checkpoint=builtin:sam_mini_salient`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -28,6 +32,13 @@ from vnsjax.modeling.sam import Sam
 FORMAT = 1
 META = "vnsjax.json"
 STATE = "state"
+
+BUILTIN_PREFIX = "builtin:"
+# Models shipped in vnsjax/assets/NAME (package data): name -> what it is.
+BUILTIN = {
+    "sam_mini_salient": "SAM 'mini' pre-trained from scratch on synthetic salient scenes (docs/base_model.md)",
+}
+DEFAULT_BASE = BUILTIN_PREFIX + "sam_mini_salient"  # the base of configs/demo.py and the web demo
 
 
 class ModelDirError(ValueError):
@@ -73,6 +84,19 @@ def quiet_orbax_failures() -> Iterator[None]:
         logging.getLogger("absl").removeFilter(_not_orbax_worker_error)
 
 
+def resolve(directory: str | os.PathLike) -> Path:
+    """A model directory's path: `builtin:NAME` is the package's copy of a `BUILTIN` model, anything else a path."""
+    text = os.fspath(directory)
+    if not text.startswith(BUILTIN_PREFIX):
+        return Path(directory)
+    name = text[len(BUILTIN_PREFIX) :]
+    if name not in BUILTIN:
+        raise ModelDirError(
+            f"{text}: no such built-in model; expected one of {', '.join(BUILTIN_PREFIX + n for n in BUILTIN)}"
+        )
+    return Path(__file__).resolve().parent / "assets" / name
+
+
 def save_model(model: Sam, directory: str | Path, *, source: dict[str, Any] | None = None) -> Path:
     """Writes `model` to `directory` (created; an existing converted model there is replaced)."""
     directory = Path(directory).absolute()
@@ -93,7 +117,7 @@ def save_model(model: Sam, directory: str | Path, *, source: dict[str, Any] | No
 
 def read_meta(directory: str | Path) -> dict[str, Any]:
     """`vnsjax.json` of a model directory, checked; any problem is a `ModelDirError` naming the file."""
-    directory = Path(directory)
+    directory = resolve(directory)
     path = directory / META
     if not directory.is_dir():
         raise ModelDirError(
@@ -125,12 +149,13 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
 
 
 def load_model(directory: str | Path, *, precision: str | None = None) -> Sam:
-    """Loads a model written by `save_model` / `python -m convert_weights`; problems raise `ModelDirError`.
+    """Loads a model written by `save_model` / `python -m convert_weights` (or `builtin:NAME`); problems raise
+    `ModelDirError`.
 
     precision: "highest" | "default" | "bf16" for this model (vnsjax.modeling.precision); None builds it at
     "highest". It is a setting of the loaded modules only: models loaded or built elsewhere keep theirs.
     """
-    directory = Path(directory).absolute()
+    directory = resolve(directory).absolute()
     meta = read_meta(directory)
     try:
         cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})

@@ -30,7 +30,7 @@ import ml_collections as mlc
 from data_pipeline import pipeline, vns_seg
 from vnsjax.build_sam import MODEL_CONFIGS
 from vnsjax.evaluation import runner
-from vnsjax.model_dir import ModelDirError, save_model
+from vnsjax.model_dir import ModelDirError, load_model, save_model
 from vnsjax.modeling.image_encoder import get_attention
 from vnsjax.modeling.sam import Sam
 from vnsjax.training import sharding
@@ -126,6 +126,7 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
                 tick = time.perf_counter()
         # The step the weights are at: below `start` only when a smaller num_train_steps was accepted on resume.
         total_steps = max(total_steps, start)
+        base_eval = compare_with_base(config, data_dir, evaluation, workdir) if evaluation else {}
         if jax.process_count() == 1:
             # A model directory like the converter's, so predict / evaluate / export take the fine-tuned model.
             save_model(
@@ -136,7 +137,7 @@ def train(config: mlc.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     finally:
         logs.close()
         ckpts.close()
-    return {"step": total_steps, "train": metrics, "eval": evaluation}
+    return {"step": total_steps, "train": metrics, "eval": evaluation, "base_eval": base_eval}
 
 
 def step_numerics(config: mlc.ConfigDict, model: Sam, encoder_dtype: Any) -> dict[str, str]:
@@ -200,6 +201,28 @@ def evaluate(model: Sam, config: mlc.ConfigDict, data_dir: str) -> dict[str, flo
     scores = summary["models"]["train"]
     num_images = sum(entry["count"] for entry in scores["subsets"].values())
     return {m: scores["all"][m] for m in summary["metrics"]} | {"num_images": num_images}
+
+
+def compare_with_base(
+    config: mlc.ConfigDict, data_dir: str, evaluation: dict[str, float], workdir: Path
+) -> dict[str, float]:
+    """The frozen base (`config.sam_checkpoint`) on the final evaluation's images and prompts -> its metrics.
+
+    Prints both held-out IoUs on one line and writes WORKDIR/comparison.json; nothing without a base.
+    """
+    if not config.sam_checkpoint:
+        return {}
+    base = evaluate(load_model(config.sam_checkpoint), config, data_dir)
+    delta = evaluation["iou"] - base["iou"]
+    if jax.process_index() == 0:
+        print(
+            f"Held-out IoU on {config.eval_subsets} ({evaluation['num_images']} images, box prompts): "
+            f"base {base['iou']:.3f} -> {config.variant} {evaluation['iou']:.3f} ({delta:+.3f})",
+            flush=True,
+        )
+        report = {"subsets": config.eval_subsets, "base": config.sam_checkpoint, "base_eval": base, "eval": evaluation}
+        (workdir / "comparison.json").write_text(json.dumps(report, indent=2) + "\n")
+    return base
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -13,11 +13,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from vnsjax.build_sam import build_sam
-from vnsjax.model_dir import load_model
+from vnsjax.model_dir import DEFAULT_BASE, load_model
 from vnsjax.modeling.precision import get_precision
 from vnsjax.modeling.sam import Sam
 from vnsjax.predictors.sam_predictor import SamPredictor
+from vnsjax.training.state import build_model
 
 
 @dataclasses.dataclass
@@ -105,14 +105,16 @@ def load_models(checkpoints: list[str | Path], precision: str = "highest") -> li
 
 
 def default_models(precision: str = "highest") -> list[DemoModel]:
-    """What the demo serves without --checkpoint: randomly initialised tiny SAM and VNS-SAM.
+    """What the demo serves without --checkpoint: the shipped SAM base (docs/base_model.md), and VNS-SAM on it.
 
-    No trained weights ship with vnsjax yet; when a pretrained base does, load it here and drop
-    `random_weights` (the page shows its banner only for models that set it).
+    VNS-SAM's own modules (METI, NSFM) ship untrained, so it carries `random_weights` and the page's banner says
+    so; `python -m vnsjax.train --config configs/demo.py` trains them (serve WORKDIR/model with --checkpoint).
     """
+    base = load_model(DEFAULT_BASE)
+    vns = build_model(base.config.name, 0, DEFAULT_BASE, variant="vns")
     return [
-        DemoModel.from_model("SAM tiny", build_sam("tiny", "sam", seed=0), random_weights=True, precision=precision),
+        DemoModel.from_model(f"SAM {base.config.name} (pre-trained)", base, precision=precision),
         DemoModel.from_model(
-            "VNS-SAM tiny", build_sam("tiny", "vns", seed=0), random_weights=True, precision=precision
+            f"VNS-SAM {base.config.name} (untrained VNS modules)", vns, random_weights=True, precision=precision
         ),
     ]

@@ -42,7 +42,7 @@ MAX_PIXELS = 40_000_000
 IMAGE_CACHE = 8  # decoded images kept for re-encoding when tabs alternate between images
 FORMATS = "PNG, JPEG, BMP, TIFF, WebP or GIF"
 RANDOM_BANNER = (
-    "Random weights: {names} {verb} randomly initialised, untrained, so {pronoun} masks are meaningless. "
+    "Random weights: {names} {verb} (partly) randomly initialised, untrained, so {pronoun} masks are meaningless. "
     "Pass --checkpoint DIR (a converted model) to compare real models."
 )
 

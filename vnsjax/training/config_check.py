@@ -14,7 +14,7 @@ import jax
 import ml_collections as mlc
 
 from vnsjax.build_sam import MODEL_CONFIGS
-from vnsjax.model_dir import STATE, ModelDirError, read_meta
+from vnsjax.model_dir import STATE, ModelDirError, read_meta, resolve
 from vnsjax.modeling.precision import PRECISIONS
 
 
@@ -144,8 +144,8 @@ def check_model_dir(directory: str) -> None:
         read_meta(directory)
     except ModelDirError as e:
         raise ConfigError(f"config.sam_checkpoint: {e}") from None
-    if not (Path(directory) / STATE).is_dir():
-        raise ConfigError(f"config.sam_checkpoint: {Path(directory) / STATE} is missing (the model's weights)")
+    if not (resolve(directory) / STATE).is_dir():
+        raise ConfigError(f"config.sam_checkpoint: {resolve(directory) / STATE} is missing (the model's weights)")
 
 
 def resume_changes(previous: dict[str, Any] | None, config: mlc.ConfigDict, ckpt_step: int, total_steps: int) -> dict:

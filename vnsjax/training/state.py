@@ -54,6 +54,7 @@ class Recipe(NamedTuple):
     train_encoder: bool = False  # some encoder parameter trains: gradients flow through the encoder
     prompts: str = "data"  # vnsjax.training.step.PROMPTS: how a batch becomes prompts
     refine_rounds: int = 0  # prompts "interactive": error-click + mask-prompt rounds after the first prompt
+    focal_alpha: float = 0.25  # loss "sam": the focal term's foreground weight (background: 1 - alpha)
 
 
 DEFAULT_RECIPE = Recipe()  # the released VNS-SAM training
@@ -63,7 +64,7 @@ def make_recipe(config: mlc.ConfigDict, trainable: nnx.State) -> Recipe:
     """The config's recipe (fields checked by config_check.check_recipe): "released" loss resolved per variant."""
     loss = variant_losses(config.variant)[0] if config.loss == "released" else config.loss
     train_encoder = any(k[0] == "image_encoder" for k, _ in nnx.to_flat_state(trainable))
-    return Recipe(config.variant, loss, train_encoder, config.prompts, config.refine_rounds)
+    return Recipe(config.variant, loss, train_encoder, config.prompts, config.refine_rounds, config.focal_alpha)
 
 
 class TrainSetup(NamedTuple):

@@ -173,7 +173,7 @@ def round_loss(
         # Token 0 answers unambiguous prompts, tokens 1-3 a single point (SAM's training).
         candidates = jnp.where(single_point(prompts)[:, None], jnp.arange(4) > 0, jnp.arange(4) == 0)
         if recipe.loss == "sam":
-            return losses.sam_loss(masks, out.iou_predictions, target, candidates=candidates)
+            return losses.sam_loss(masks, out.iou_predictions, target, alpha=recipe.focal_alpha, candidates=candidates)
         first = jnp.argmax(candidates, axis=1)[:, None, None, None]
         masks = jnp.take_along_axis(masks, first, axis=1)
     if recipe.loss == "hq":
