@@ -107,11 +107,12 @@ def test_binds_to_localhost_by_default():
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """The default (random tiny) models written as checkpoints and served by `python -m vnsjax.demo --checkpoint`."""
+    """The default models (the shipped base, VNS-SAM on it) written as checkpoints and served by
+    `python -m vnsjax.demo --checkpoint`."""
     root = tmp_path_factory.mktemp("demo")
     models = default_models()
     dirs = [
-        save_model(m.predictor.model, root / name) for m, name in zip(models, ("sam_tiny", "vns_tiny"), strict=True)
+        save_model(m.predictor.model, root / name) for m, name in zip(models, ("sam_base", "vns_base"), strict=True)
     ]
     cmd = [sys.executable, "-m", "vnsjax.demo", "--port", "0"]
     for d in dirs:
@@ -158,11 +159,13 @@ def _mask(data_url: str) -> np.ndarray:
 
 @pytest.mark.slow
 @SERVER
-def test_default_models_are_random_and_say_so(served):
+def test_default_models_are_the_base_and_untrained_vns_says_so(served):
+    """The shipped SAM base is trained (no banner); VNS-SAM on it has untrained METI / NSFM, and the banner names it."""
     models = served["models"]
-    assert [m.variant for m in models] == ["sam", "vns"] and all(m.random_weights for m in models)
+    assert [m.variant for m in models] == ["sam", "vns"] and [m.random_weights for m in models] == [False, True]
+    assert [m.model_type for m in models] == ["mini", "mini"]
     banner = DemoApp(models).info()["banner"]
-    assert "Random weights" in banner and all(m.name in banner for m in models)
+    assert "Random weights" in banner and models[1].name in banner and models[0].name not in banner
     # Served from --checkpoint directories, the same weights are not flagged.
     with urllib.request.urlopen(served["url"] + "/api/info", timeout=WAIT_S) as r:
         info = json.loads(r.read())
