@@ -46,7 +46,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.weight_decay = 0.05
     c.lr_schedule = "cosine"
     c.warmup_steps = 50
-    c.num_train_steps = 750
+    c.num_train_steps = 1500
 
     c.checkpoint_every_steps = 150
     c.keep_checkpoints = 2

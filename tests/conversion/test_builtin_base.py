@@ -28,4 +28,4 @@ def test_shipped_base_segments_held_out_salient_scenes(tmp_path):
     summary, _ = runner.evaluate(models, tmp_path, "Salient", "box", batch_size=4, progress=False)
     iou = {name: summary["models"][name]["all"]["iou"] for name in models}
     assert summary["models"]["base"]["subsets"]["Salient"]["count"] >= 6  # a few objects per scene
-    assert iou["base"] > 0.6 and iou["base"] > iou["random"] + 0.4, iou
+    assert iou["base"] > 0.45 and iou["base"] > iou["random"] + 0.3, iou
