@@ -42,11 +42,19 @@ class OutputFile:
         tmp = self._temporary()
         try:
             tmp.write_bytes(data)
+            # mkstemp makes the file private (0600); the output gets the mode any new file of the user's gets.
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, self.path)
         except OSError as e:
             raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from e
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def check_out_dir(path: str | os.PathLike, names: Sequence[str]) -> Path:
