@@ -29,7 +29,7 @@ def fake_export(monkeypatch):
     """A fixed bundle instead of lowering the model: these tests are about the command, not the programs."""
     calls = []
 
-    def export_model(model, *, platforms, hq_token_only):
+    def export_model(model, *, platforms, hq_token_only, precision):
         calls.append(platforms)
         return b"bundle"
 
