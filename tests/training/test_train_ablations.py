@@ -73,7 +73,7 @@ def test_remaining_ablations_train(tmp_path, name, terms):
     config = vns_ablation.get_config(f"{name},smoke")
     config.eval_every_steps = 0
     result = train(config, tmp_path)
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = list(tu.metrics(tmp_path).values())
     assert result["step"] == config.num_train_steps == len(rows)
     for row in rows:
         assert {k for k in row if k.startswith("loss_")} == terms and np.isfinite(row["loss"])
