@@ -43,6 +43,7 @@ def _bundle(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_export_out_is_checked_before_any_work(sam_dir, tmp_path, capsys, fake_export):
     mine = tmp_path / "notes.txt"
     mine.write_text("mine")

@@ -26,6 +26,7 @@ FEATURES = {
 
 
 @pytest.mark.parametrize("variant", ["sam", "hq", "vns"])
+@pytest.mark.slow
 def test_exported_matches_live(variant, tmp_path):
     model = build_sam("tiny", variant, seed=3)
     ckpt = save_model(model, tmp_path / "ckpt")
@@ -67,6 +68,7 @@ def test_exported_matches_live(variant, tmp_path):
             np.testing.assert_allclose(np.asarray(scores), np.asarray(want_scores), atol=TOL, rtol=TOL)
 
 
+@pytest.mark.slow
 def test_export_keeps_encoder_adapters(tmp_path):
     """A model with (trained, non-zero) encoder adapters exports them: the bundle's embedding is the live one."""
     import dataclasses

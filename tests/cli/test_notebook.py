@@ -6,11 +6,13 @@ import os
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "colab_tpu.ipynb"
 
 
+@pytest.mark.slow
 def test_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("VNSJAX_NOTEBOOK_SIZE", "small")
     monkeypatch.setenv("VNSJAX_NOTEBOOK_WORKDIR", str(tmp_path / "work"))

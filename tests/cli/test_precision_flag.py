@@ -38,6 +38,7 @@ def test_bad_precision_is_a_usage_error(cli, sam_dir, tmp_path, capsys):
     assert all(name in err.splitlines()[-1] for name in ("highest", "default", "bf16"))
 
 
+@pytest.mark.slow
 def test_predict_records_precision(sam_dir, tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     out = tmp_path / "out"
@@ -68,6 +69,7 @@ def test_evaluate_records_precision(sam_dir, tmp_path):
     assert summary["precision"] == "bf16" and summary["models"][sam_dir.name]["all"]["iou"] >= 0.0
 
 
+@pytest.mark.slow
 def test_export_records_precision(sam_dir, tmp_path):
     bundle = tmp_path / "m.vnsjax"
     assert (
@@ -80,6 +82,7 @@ def test_export_records_precision(sam_dir, tmp_path):
     assert features["embedding"].dtype == np.float32  # the bundle's interface is the same at every precision
 
 
+@pytest.mark.slow
 def test_demo_models_carry_precision(sam_dir):
     assert server.build_parser().parse_args(["--precision", "bf16"]).precision == "bf16"
     (bf16,) = load_models([sam_dir], "bf16")

@@ -29,6 +29,7 @@ def sam_dir(tmp_path_factory):
     return save_model(build_sam("tiny", "sam", seed=0), tmp_path_factory.mktemp("sam"))
 
 
+@pytest.mark.slow
 def test_folder_prompt_file_amg_and_bad_image(sam_dir, tmp_path, capsys):
     data = tmp_path / "in"
     data.mkdir()
@@ -75,6 +76,7 @@ def test_folder_prompt_file_amg_and_bad_image(sam_dir, tmp_path, capsys):
     assert not (out / "broken.jpg.json").exists()
 
 
+@pytest.mark.slow
 def test_cli_prompt_multimask_and_vns(sam_dir, tmp_path):
     data = tmp_path / "in"
     data.mkdir()

@@ -113,6 +113,7 @@ def test_foreign_folder_needs_overwrite_and_keeps_user_files(sam_dir, tmp_path, 
     assert json.loads(files[MANIFEST])["files"] == ["img1.png.json", "img1.png_mask0.png"]
 
 
+@pytest.mark.slow
 def test_own_previous_output_is_replaced_and_names_are_unique(sam_dir, tmp_path, capsys, fake_segment):
     data = _folder(tmp_path / "in", ("a.jpg", "a.png"))
     out = tmp_path / "out"
@@ -198,6 +199,7 @@ BAD_PROMPTS = {
 }
 
 
+@pytest.mark.slow
 def test_folder_run_skips_bad_images_and_prompt_files(sam_dir, tmp_path, capsys):
     data = _folder(tmp_path / "in", ("a.jpg", "a.png", *(f"{name}.png" for name in BAD_PROMPTS)))
     prompt = '{"box": [4, 4, 40, 30], "points": [[20, 20, 1]]}'

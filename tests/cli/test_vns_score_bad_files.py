@@ -53,6 +53,7 @@ def test_mismatched_mask_and_folder_mode(camo, capsys):
     assert f"{bad}: truncated" in err and f"{masks / 'camo2.png'}: mask is (10, 10), image " in err
 
 
+@pytest.mark.slow
 def test_exit_status_is_non_zero(camo):
     root, bad, _ = camo
     proc = subprocess.run(

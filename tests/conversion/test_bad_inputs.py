@@ -71,6 +71,7 @@ def test_user_folder_is_refused_and_untouched(tiny_pth, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temporary folder left behind
 
 
+@pytest.mark.slow
 def test_overwrite_adds_only_the_converters_files(tiny_pth, tmp_path, capsys):
     user = tmp_path / "mine"
     user.mkdir()
@@ -82,6 +83,7 @@ def test_overwrite_adds_only_the_converters_files(tiny_pth, tmp_path, capsys):
     assert load_model(user).config == MODEL_CONFIGS["tiny"]
 
 
+@pytest.mark.slow
 def test_own_previous_output_is_replaced_keeping_other_files(tiny_sd, tiny_pth, tmp_path, capsys):
     out = tmp_path / "model"
     assert _convert(capsys, "--checkpoint", str(tiny_pth), "--output", str(out))[0] == 0
@@ -175,6 +177,7 @@ def test_nan_and_inf_weights_are_refused_by_name(tiny_sd, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_missing_encoder_block_is_named_not_converted_as_custom(tiny_sd, tmp_path, capsys):
     last = {k: v for k, v in tiny_sd.items() if not k.startswith("image_encoder.blocks.7.")}
     path = _save(tmp_path, "no_block7.pth", last)

@@ -21,6 +21,7 @@ def test_builtin_names_resolve_into_the_package():
         load_model("builtin:nope")
 
 
+@pytest.mark.slow
 def test_shipped_base_segments_held_out_salient_scenes(tmp_path):
     """Box prompts on salient scenes the base never saw (another seed): it segments, a random base does not."""
     synthetic.generate(tmp_path, 2, seed=12345, subsets="Salient")

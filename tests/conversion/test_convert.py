@@ -46,6 +46,7 @@ def tiny_pth(tmp_path_factory):
     return path, torch_state_dict(ref)
 
 
+@pytest.mark.slow
 def test_cli_round_trip_and_determinism(tiny_pth, tmp_path, capsys):
     path, ref_sd = tiny_pth
     assert convert_main(["--checkpoint", str(path), "--output", str(tmp_path / "a")]) == 0
@@ -61,6 +62,7 @@ def test_cli_round_trip_and_determinism(tiny_pth, tmp_path, capsys):
         assert np.array_equal(back[k], v), k
 
 
+@pytest.mark.slow
 def test_bad_inputs(tiny_pth, tmp_path, capsys):
     path, ref_sd = tiny_pth
     out = str(tmp_path / "x")
@@ -88,6 +90,7 @@ def test_bad_inputs(tiny_pth, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("model_type", ["vit_b", "vit_l", "vit_h"])
+@pytest.mark.slow
 def test_official_key_lists_map_exactly(model_type):
     """Every key and shape of the official checkpoints (and the VNS decoder) has exactly one place."""
     model = nnx.eval_shape(lambda: __import__("vnsjax").build_sam(model_type, "vns"))
@@ -146,6 +149,7 @@ def _layer_input(module, rng) -> np.ndarray:
 
 
 @pytest.mark.parametrize("layout", ["decoder_only", "merged"])
+@pytest.mark.slow
 def test_released_vns_files_convert_and_land(layout, tmp_path):
     """Random tensors with every key/shape of the released files; each layer checked against NumPy."""
     sam_sd = _random_sd(_tsv("sam_vit_b"), 0)
@@ -185,6 +189,7 @@ def test_released_vns_files_convert_and_land(layout, tmp_path):
     assert checked > 100
 
 
+@pytest.mark.slow
 def test_hq_checkpoint_converts(tmp_path):
     ref = build_torch_sam(MODEL_CONFIGS["tiny"], variant="hq", seed=2)
     path = tmp_path / "sam_hq_tiny.pth"

@@ -34,6 +34,7 @@ def _load_error(path: Path) -> str:
     return str(e.value)
 
 
+@pytest.mark.slow
 def test_intact_directory_loads(model_dir):
     assert load_model(model_dir).config.name == "tiny"
 
@@ -77,6 +78,7 @@ def test_missing_config_or_geometry_key_is_named(copy):
     assert _load_error(copy).startswith(f"{path}: 'config' does not describe a buildable model (")
 
 
+@pytest.mark.slow
 def test_config_that_disagrees_with_the_weights(copy):
     meta = _meta(copy)
     (copy / "vnsjax.json").write_text(json.dumps({**meta, "config": {**meta["config"], "encoder_embed_dim": 64}}))

@@ -91,6 +91,7 @@ def test_process_shards_are_disjoint_and_cover_an_epoch():
         pipeline.make_train_dataset(SOURCE, batch_size=1, seed=0, shard_index=2, shard_count=2)
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_stream():
     reference = pipeline.make_train_iterator(SOURCE, batch_size=2, seed=1)
     expected = [next(reference) for _ in range(2)]

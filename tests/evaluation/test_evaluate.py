@@ -82,6 +82,7 @@ class OraclePredictor:
         return [np.where(ex["mask"] > 128, 10.0, -10.0).astype(np.float32) for ex in examples]
 
 
+@pytest.mark.slow
 def test_cli_side_by_side(data_root: Path, checkpoints: dict[str, Path], tmp_path: Path, capsys) -> None:
     out = tmp_path / "results"
     argv = [

@@ -45,6 +45,7 @@ def test_fresh_adapters_leave_the_model_equal_to_its_base(image):
 
 
 @pytest.mark.parametrize("model_type,expected", [("vit_b", 3_550_464), ("vit_l", 12_613_632)])
+@pytest.mark.slow
 def test_adapter_parameter_count(model_type, expected):
     """One d -> d/4 -> d bottleneck (with biases) per block: depth * (2 d h + h + d), h = d / 4."""
     cfg = dataclasses.replace(MODEL_CONFIGS[model_type], encoder_adapter_ratio=0.25)
@@ -54,6 +55,7 @@ def test_adapter_parameter_count(model_type, expected):
     assert n_params(nnx.state(model, is_adapter)) == expected
 
 
+@pytest.mark.slow
 def test_adapters_receive_gradients_and_change_the_output(image):
     model = build_sam(TINY_ADAPTER, "sam", seed=1)
     graphdef, adapters, rest = nnx.split(model, is_adapter, ...)
@@ -71,6 +73,7 @@ def test_adapters_receive_gradients_and_change_the_output(image):
     assert float(loss(stepped)) < float(loss(adapters))
 
 
+@pytest.mark.slow
 def test_model_directory_and_converter_keep_adapters(tmp_path, image):
     model = build_sam(TINY_ADAPTER, "vns", seed=2)
     # Non-zero up-projections, as after training, so that a dropped adapter would show in the output.
@@ -89,6 +92,7 @@ def test_model_directory_and_converter_keep_adapters(tmp_path, image):
     np.testing.assert_allclose(np.asarray(converted.image_encoder(image)[0]), want, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_remat_changes_memory_not_results(image):
     """ImageEncoderViT.remat (jax.checkpoint per block) recomputes activations in the backward pass: same values."""
     model = build_sam(TINY_ADAPTER, "sam", seed=4)

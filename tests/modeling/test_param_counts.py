@@ -30,6 +30,7 @@ def _vns_sam(model_type: str) -> nnx.Module:
 
 
 @pytest.mark.parametrize("model_type", sorted(VNS_TRAINABLE))
+@pytest.mark.slow
 def test_vns_trainable_and_sam_whole(model_type):
     model = _vns_sam(model_type)
     trainable = count(nnx.state(model, trainable_filter("vns")))
@@ -40,6 +41,7 @@ def test_vns_trainable_and_sam_whole(model_type):
 
 
 @pytest.mark.parametrize("model_type", sorted(PAPER_LEARNABLE))
+@pytest.mark.slow
 def test_paper_learnable_params_are_mib_of_float32(model_type):
     trainable = jax.tree.leaves(nnx.state(_vns_sam(model_type), trainable_filter("vns")))
     assert {np.dtype(x.dtype) for x in trainable} == {np.dtype(np.float32)}
@@ -59,6 +61,7 @@ def test_hq_new_params(model_type):
     assert count(nnx.state(decoder, nnx.Param)) == SAM_MASK_DECODER + new
 
 
+@pytest.mark.slow
 def test_param_table_totals():
     rows = param_table(_vns_sam("vit_b"), "vns")
     assert sum(r[1] for r in rows) == SAM_WHOLE["vit_b"] + VNS_TRAINABLE["vit_b"]

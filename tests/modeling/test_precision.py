@@ -94,6 +94,7 @@ def bf16_bound(model: nnx.Module) -> float:
 
 
 @pytest.mark.parametrize(("variant", "seed"), [("sam", 0), ("hq", 1), ("vns", 2)])
+@pytest.mark.slow
 def test_bf16_within_bound(variant, seed):
     model = randomize(build_sam("tiny", variant), seed)
     model.eval()

@@ -131,6 +131,7 @@ def test_compilations_stay_bounded(tiny):
     assert jp._decode._cache_size() - before <= 8
 
 
+@pytest.mark.slow
 def test_full_vit_b_once():
     """Real shapes: 64x64 tokens, window padding 64 -> 70, 12 blocks, 4 global blocks."""
     ref, model = _pair("vit_b", seed=3)

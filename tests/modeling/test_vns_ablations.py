@@ -73,6 +73,7 @@ def test_every_official_ablation_is_registered():
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.slow
 def test_trainable_parameters_equal_the_official_code(name):
     per_module, total_b, mib_l = EXPECTED[name]
     counts_b = _trainable_per_module(f"vns_{name}", "vit_b")
@@ -126,6 +127,7 @@ def test_ablation_forward_has_the_variants_outputs(name):
     assert not np.allclose(np.asarray(out.masks[0]), np.asarray(out.masks[1]))
 
 
+@pytest.mark.slow
 def test_nsfm_modes_keep_one_subband_fusion():
     necks = {
         name: nnx.eval_shape(lambda name=name: build_mask_decoder(get_model_config("tiny"), name, nnx.Rngs(0))).neck

@@ -50,6 +50,7 @@ def both():
     return image, ref_anns, anns
 
 
+@pytest.mark.slow
 def test_matches_original(both):
     image, ref_anns, anns = both
     assert len(ref_anns) >= 5  # a nontrivial set
@@ -68,6 +69,7 @@ def test_matches_original(both):
         assert a["area"] == int(a["segmentation"].sum())
 
 
+@pytest.mark.slow
 def test_rle_modes_and_small_regions(both):
     _, _, anns = both
     masks = np.stack([a["segmentation"] for a in anns])

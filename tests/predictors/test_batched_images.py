@@ -28,6 +28,7 @@ def sam():
 
 
 @pytest.mark.parametrize("variant", ["sam", "vns"])
+@pytest.mark.slow
 def test_set_images_equals_set_image(variant, sam):
     model = sam if variant == "sam" else build_sam("tiny", "vns", seed=12)
     cls = SamPredictor if variant == "sam" else VnsPredictor
@@ -85,6 +86,7 @@ def test_image_index_and_sizes_are_checked(sam):
     assert pred.original_size == SIZES[0] and pred.input_size == (192, 256)
 
 
+@pytest.mark.slow
 def test_amg_generate_batch_equals_generate(sam):
     pred = SamPredictor(sam)
     amg = SamAutomaticMaskGenerator(

@@ -20,6 +20,7 @@ def _image(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (180, 240, 3), dtype=np.uint8)
 
 
+@pytest.mark.slow
 def test_precision_stays_with_its_model(tmp_path):
     model = build_sam("tiny", "sam", seed=21)
     matmul_precision = jax.config.jax_default_matmul_precision

@@ -15,6 +15,7 @@ from vnsjax.modeling.mask_decoder_hq import MaskDecoderHQ
 BOX = np.array([20.0, 30.0, 200.0, 150.0])
 
 
+@pytest.mark.slow
 def test_hq_feature_is_computed_once_per_image():
     """HQ-SAM's compressed ViT feature is part of set_image's cache; predict only runs the decoder."""
     model = build_sam("tiny", "hq", seed=5)

@@ -20,6 +20,7 @@ def setup():
     return model, pred, image
 
 
+@pytest.mark.slow
 def test_predict_matches_direct_model_call(setup):
     model, pred, image = setup
     box = np.array([20.0, 30.0, 200.0, 150.0])
@@ -68,6 +69,7 @@ def test_outputs(setup):
     assert edge.dtype == np.float32 and 0.0 <= edge.min() and edge.max() <= 1.0
 
 
+@pytest.mark.slow
 def test_wrong_model_or_option():
     sam = build_sam("tiny", "sam")
     with pytest.raises(ValueError, match="VnsPredictor runs"):

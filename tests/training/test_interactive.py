@@ -117,6 +117,7 @@ def test_perfect_prediction_gets_no_click_and_best_candidate_is_refined():
     np.testing.assert_array_equal(np.asarray(second.labels[:, 1]) == PAD_LABEL, ~wrong)
 
 
+@pytest.mark.slow
 def test_interactive_loss_gradients_finite_on_tiny_sam():
     model = build_sam("tiny", "sam", seed=0)
     rng = np.random.default_rng(0)

@@ -39,6 +39,7 @@ COUNTS = [
 
 
 @pytest.mark.parametrize("config,expected", COUNTS)
+@pytest.mark.slow
 def test_trainable_counts_match_the_reference(config, expected, capsys):
     params.main(["--config", config, "--depth", "1"])
     out = capsys.readouterr().out.splitlines()
@@ -56,6 +57,7 @@ def test_paper_figures_in_mib():
     assert [round(v, 1) for v in mib] == [15.0, 2.1, 1191.5, 5.1]
 
 
+@pytest.mark.slow
 def test_params_config_overrides_and_errors(capsys):
     params.main(["--config", "configs/sam_finetune.py:token,vit_b", "--config.trainable=decoder", "--depth", "1"])
     assert "trainable parameters: 3925472 " in capsys.readouterr().out

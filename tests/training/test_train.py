@@ -149,6 +149,7 @@ def test_step_lr_schedule_in_steps():
     assert c.trainable == "released"
 
 
+@pytest.mark.slow
 def test_load_sam_base(tmp_path):
     sam = build_sam("tiny", "sam", seed=1)
     save_model(sam, tmp_path / "sam")

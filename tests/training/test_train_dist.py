@@ -6,11 +6,13 @@ import socket
 import subprocess
 
 import numpy as np
+import pytest
 
 from tests.tolerance import assert_close
 from tests.training import train_util as tu
 
 
+@pytest.mark.slow
 def test_four_devices_match_one_device(tmp_path):
     """Global batch 4 sharded over 4 devices (BN statistics over the global batch, encoder kernels FSDP-sharded)
     gives the losses of the same batch on one device."""
@@ -41,6 +43,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_jax_distributed(tmp_path):
     """Two processes (one CPU device each) joined by jax.distributed, grain sharded by process, batch 2 = 1 + 1."""
     port = _free_port()
