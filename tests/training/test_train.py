@@ -22,10 +22,6 @@ from vnsjax.training import optim, sharding
 from vnsjax.training import state as ts
 from vnsjax.training import step as step_lib
 
-# Share compiled programs with the subprocess tests (tests/training/train_util.py) and between runs.
-jax.config.update("jax_compilation_cache_dir", tu.CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-
 
 def _smoke(**overrides):
     c = demo.get_config("smoke")

@@ -1,4 +1,5 @@
-"""Helpers for tests/training: run `python -m vnsjax.train` in a subprocess sharing a compilation cache."""
+"""Helpers for tests/training: run `python -m vnsjax.train` in a subprocess (it inherits the run's compilation cache,
+tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-# Subprocess runs of the same program reuse compiled executables (the tiny model's compile dominates a run).
-CACHE = os.environ.get("VNSJAX_TEST_JAX_CACHE", "/tmp/vnsjax_test_jax_cache")
 
 
 def env(devices: int = 1) -> dict[str, str]:
     e = dict(os.environ)
     e.update(
         JAX_PLATFORMS="cpu",
-        JAX_COMPILATION_CACHE_DIR=CACHE,
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
         PYTHONPATH=str(ROOT),
     )
