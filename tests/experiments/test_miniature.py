@@ -15,6 +15,7 @@ from PIL import Image
 from vnsjax.build_sam import build_sam
 from vnsjax.experiments import miniature
 from vnsjax.model_dir import load_model, save_model, state_digest
+from vnsjax.training.config_check import validate_config
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +23,35 @@ def base_dir(tmp_path_factory):
     return save_model(build_sam("tiny", "sam", seed=3), tmp_path_factory.mktemp("base"))
 
 
+# One row per kind of recipe file (no training, sam_finetune, hq_sam, vns_ablation, the released VNS-SAM recipe):
+# the other rows' recipe files train in tests/training (test_recipes, test_train_ablations), and every row's
+# config is checked below without training.
+QUICK_MODELS = ("sam", "ft_token", "hq_sam", "vnst", "vns_sam")
+
+
 @pytest.fixture(scope="module")
 def quick_run(base_dir, tmp_path_factory):
-    """One --quick run of every row, its training runs kept in --workdir."""
+    """One --quick run of QUICK_MODELS, its training runs kept in --workdir."""
     root = tmp_path_factory.mktemp("quick")
     out, work = root / "out", root / "work"
-    rc = miniature.main(["--out", str(out), "--base", str(base_dir), "--quick", "--workdir", str(work)])
+    models = ",".join(QUICK_MODELS)
+    rc = miniature.main(
+        ["--out", str(out), "--base", str(base_dir), "--quick", "--workdir", str(work), "--models", models]
+    )
     assert rc == 0
     return out, work
+
+
+def test_every_row_is_a_valid_run_of_its_recipe_file(base_dir, tmp_path):
+    for key, row in miniature.ROWS.items():
+        if not row.recipe:
+            continue
+        c = miniature.recipe_config(
+            row.recipe, base=str(base_dir), model_type="tiny", data=str(tmp_path), seed=0, sizes=miniature.QUICK_SIZES
+        )
+        validate_config(c)  # the trainer's own check, before any work
+        overrides = miniature.config_overrides(c, row.recipe)
+        assert overrides["sam_checkpoint"] == str(base_dir) and overrides["num_train_steps"] == 2, key
 
 
 def table(markdown: str, section: str) -> dict[str, list[str]]:
@@ -73,18 +95,18 @@ def check_table_equals_json(out) -> dict:
 
 
 @pytest.mark.slow
-def test_every_row_trains_from_the_base_and_the_table_equals_the_json(quick_run, base_dir):
+def test_rows_train_from_the_base_and_the_table_equals_the_json(quick_run, base_dir):
     out, work = quick_run
     assert sorted(p.name for p in out.iterdir()) == sorted(miniature.OUTPUTS)
     document = check_table_equals_json(out)
-    assert list(document["models"]) == list(miniature.ROWS)
+    assert list(document["models"]) == list(QUICK_MODELS)
     assert document["written_by"] == miniature.COMMAND
     # The paper's decoder-side counts do not depend on the encoder: the recipe's selection reached the trainer.
     params = {k: e["trainable_params"] for k, e in document["models"].items()}
-    assert params["sam"] == 0 and params["ft_decoder"] == 3_925_472 and params["ft_token"] == 560_256
+    assert params["sam"] == 0 and params["ft_token"] == 560_256
     # Every trained model holds the base's encoder and prompt encoder, unchanged (loaded, and frozen by the recipe).
     base = state_digest(load_model(base_dir))
-    for key in miniature.ROWS:
+    for key in QUICK_MODELS:
         if key == "sam":
             continue
         trained = state_digest(load_model(work / "runs" / f"{key}_seed0" / "model"))
@@ -95,7 +117,7 @@ def test_every_row_trains_from_the_base_and_the_table_equals_the_json(quick_run,
     evaluated = document["data"]["evaluated"]
     assert set(evaluated) == {s for names in document["groups"].values() for s in names}
     lines = (out / "miniature_per_image.csv").read_text().splitlines()
-    assert len(lines) - 1 == len(miniature.ROWS) * sum(evaluated.values())
+    assert len(lines) - 1 == len(QUICK_MODELS) * sum(evaluated.values())
     image = np.asarray(Image.open(out / "miniature.png"))
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200 and image.std() > 0
 
