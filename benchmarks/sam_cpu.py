@@ -15,31 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 
 import numpy as np
 
+from benchmarks.timing import TABLE_HEADER, alternate, row, sanity, timings
 from vnsjax import MODEL_CONFIGS
-
-
-def timings(fn: Callable[[], object], repeats: int) -> list[float]:
-    fn()  # warm-up (JAX: compile)
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
-
-
-def timeit(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """(min, median) seconds of `fn` after a warm-up."""
-    t = timings(fn, repeats)
-    return min(t), statistics.median(t)
 
 
 def inputs(model_type: str) -> tuple[np.ndarray, np.ndarray]:
@@ -90,13 +70,6 @@ def run_jax(model_type: str, repeats: int) -> dict[str, list[float]]:
     return {"set_image": set_image, "predict": predict}
 
 
-def child(side: str, model_type: str, repeats: int) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.sam_cpu", "--child", side, "--model", model_type]
-    cmd += ["--repeats", str(repeats)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="vit_b", choices=sorted(MODEL_CONFIGS))
@@ -108,14 +81,10 @@ def main(argv: list[str] | None = None) -> None:
         run = run_torch if args.child == "torch" else run_jax
         print(json.dumps(run(args.model, args.repeats)))
         return
-    results: dict[str, dict[str, list[float]]] = {"torch": {}, "jax": {}}
-    threads = 0
-    for _ in range(args.rounds):
-        for side in ("torch", "jax"):
-            r = child(side, args.model, args.repeats)
-            threads = r.pop("threads", threads)
-            for k, v in r.items():
-                results[side].setdefault(k, []).extend(v)
+    results = alternate(
+        "benchmarks.sam_cpu", ("torch", "jax"), args.rounds, ["--model", args.model, "--repeats", str(args.repeats)]
+    )
+    threads = int(results["torch"].pop("threads")[0])
     import jax
     import torch
 
@@ -123,17 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.model}, {args.rounds} rounds x (PyTorch process, vnsjax process); torch {torch.__version__} "
         f"({threads} threads), jax {jax.__version__}, {os.cpu_count()} CPUs"
     )
-    print("| call | PyTorch min / median (s) | vnsjax min / median (s) | vnsjax / PyTorch (median) |")
-    print("| --- | --- | --- | --- |")
+    print(TABLE_HEADER)
     for name, key in (("SamPredictor.set_image", "set_image"), ("SamPredictor.predict(box=...)", "predict")):
-        t, j = results["torch"][key], results["jax"][key]
-        tm, jm = statistics.median(t), statistics.median(j)
-        print(f"| {name} | {min(t):.4f} / {tm:.4f} | {min(j):.4f} / {jm:.4f} | {jm / tm:.2f} |")
-    dec, pred = statistics.median(results["torch"]["decoder"]), statistics.median(results["torch"]["predict"])
-    print(
-        f"sanity: PyTorch prompt encoder + mask decoder alone {dec:.4f} s (median), its predict(box) {pred:.4f} s "
-        f"({'consistent' if dec <= pred * 1.1 else 'INCONSISTENT: the decoder alone should not be slower'})"
-    )
+        print(row(name, results["torch"][key], results["jax"][key]))
+    print(sanity("prompt encoder + mask decoder", results["torch"]["decoder"], results["torch"]["predict"]))
 
 
 if __name__ == "__main__":

@@ -243,10 +243,32 @@ class MLP(nnx.Module):
         return jax.nn.sigmoid(x) if self.sigmoid_output else x
 
 
-def resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
+def resize_bilinear(x: jax.Array, height: int, width: int, *, backend: str | None = None) -> jax.Array:
     """F.interpolate(mode="bilinear", align_corners=False) on NHWC, no antialiasing.
 
-    jax.image.resize antialiases when downsampling; PyTorch's interpolate does not.
+    jax.image.resize antialiases when downsampling; PyTorch's interpolate does not. It contracts with dense
+    (out, in) weight matrices, which suits an MXU or tensor cores; on CPU those are ~1 GMAC for upscaling SAM's
+    three 256x256 masks to 1024x1024, so there each output reads its two source pixels instead (the same two
+    weighted terms; the dense form only adds zeros).
     """
     n, _, _, c = x.shape
+    if (backend or jax.default_backend()) == "cpu":
+        return _lerp_axis(_lerp_axis(x, 1, height), 2, width)
     return jax.image.resize(x, (n, height, width, c), method="linear", antialias=False)
+
+
+def _lerp_axis(x: jax.Array, axis: int, size: int) -> jax.Array:
+    """Linear resize of one axis with PyTorch's align_corners=False sampling (source clamped to the edges)."""
+    m = x.shape[axis]
+    if m == size:
+        return x
+    # PyTorch's CPU kernel: float32 scale, then one fused multiply-add rounded to float32 (emulated exactly in
+    # float64), so the weights round as its do
+    scale = np.float64(np.float32(m / size))
+    src = np.maximum(((np.arange(size) + 0.5) * scale - 0.5).astype(np.float32), 0)
+    i0 = np.minimum(np.floor(src).astype(np.int32), m - 1)
+    i1 = np.minimum(i0 + 1, m - 1)
+    shape = [1] * x.ndim
+    shape[axis] = size
+    w = jnp.asarray((src - i0).reshape(shape), x.dtype)
+    return jnp.take(x, i0, axis=axis) * (1 - w) + jnp.take(x, i1, axis=axis) * w
