@@ -99,11 +99,18 @@ class Sam(nnx.Module):
         return Features(embedding, self.mask_decoder.image_features(embedding, interm))
 
     def decode(
-        self, features: Features, prompts: Prompts, *, multimask_output: bool = False, **options: Any
+        self,
+        features: Features,
+        prompts: Prompts,
+        *,
+        multimask_output: bool = False,
+        image_pe: jax.Array | None = None,
+        **options: Any,
     ) -> DecoderOutput:
         """Prompts -> the decoder's output: low-res masks (B, C, 4h, 4w), scores (B, C), named extras.
 
-        `options` go to the decoder (its `OPTIONS`, e.g. HQ-SAM's hq_token_only).
+        `options` go to the decoder (its `OPTIONS`, e.g. HQ-SAM's hq_token_only). image_pe: the prompt encoder's
+        `get_dense_pe()` if the caller already has it (it depends on the weights only).
         """
         p = prompts
         sparse, sparse_mask, dense = self.prompt_encoder(
@@ -111,7 +118,7 @@ class Sam(nnx.Module):
         )
         return self.mask_decoder(
             features.embedding,
-            self.prompt_encoder.get_dense_pe(),
+            self.prompt_encoder.get_dense_pe() if image_pe is None else image_pe,
             sparse,
             dense,
             features=features.decoder,
