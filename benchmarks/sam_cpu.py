@@ -12,13 +12,9 @@ encoder + mask decoder timed alone, which `predict` (the same work plus resizing
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-
 import numpy as np
 
-from benchmarks.timing import TABLE_HEADER, alternate, row, sanity, timings
+from benchmarks.timing import TABLE_HEADER, compare, environment, row, sanity, timings
 from vnsjax import MODEL_CONFIGS
 
 
@@ -71,27 +67,13 @@ def run_jax(model_type: str, repeats: int) -> dict[str, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="vit_b", choices=sorted(MODEL_CONFIGS))
-    ap.add_argument("--rounds", type=int, default=3, help="alternating PyTorch / vnsjax processes per side")
-    ap.add_argument("--repeats", type=int, default=3, help="timed set_image calls per process (predict: 3x)")
-    ap.add_argument("--child", choices=("torch", "jax"), help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.child:
-        run = run_torch if args.child == "torch" else run_jax
-        print(json.dumps(run(args.model, args.repeats)))
+    sides = {"torch": run_torch, "jax": run_jax}
+    help_ = "timed set_image calls per process (predict: 3x)"
+    parsed = compare("benchmarks.sam_cpu", __doc__.splitlines()[0], sides, 3, help_, argv)
+    if parsed is None:
         return
-    results = alternate(
-        "benchmarks.sam_cpu", ("torch", "jax"), args.rounds, ["--model", args.model, "--repeats", str(args.repeats)]
-    )
-    threads = int(results["torch"].pop("threads")[0])
-    import jax
-    import torch
-
-    print(
-        f"{args.model}, {args.rounds} rounds x (PyTorch process, vnsjax process); torch {torch.__version__} "
-        f"({threads} threads), jax {jax.__version__}, {os.cpu_count()} CPUs"
-    )
+    args, results = parsed
+    print(f"{args.model}, {args.rounds} rounds x (PyTorch process, vnsjax process); {environment(results)}")
     print(TABLE_HEADER)
     for name, key in (("SamPredictor.set_image", "set_image"), ("SamPredictor.predict(box=...)", "predict")):
         print(row(name, results["torch"][key], results["jax"][key]))

@@ -7,7 +7,9 @@ workers keep spinning for a while after a computation) and slow drift of a share
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -68,3 +70,40 @@ def sanity(what: str, alone: Sequence[float], predict: Sequence[float]) -> str:
     dec, pred = statistics.median(alone), statistics.median(predict)
     verdict = "consistent" if dec <= pred * 1.1 else "INCONSISTENT: the network alone should not be slower"
     return f"sanity: PyTorch {what} alone {dec:.4f} s (median), its predict(box) {pred:.4f} s ({verdict})"
+
+
+def compare(
+    module: str,
+    description: str,
+    sides: dict[str, Callable[[str, int], dict]],
+    repeats: int,
+    repeats_help: str,
+    argv: Sequence[str] | None = None,
+) -> tuple[argparse.Namespace, dict[str, dict[str, list]]] | None:
+    """The command line of a PyTorch-vs-vnsjax benchmark. As a child (`--child SIDE`) it runs that side's function
+    and prints its JSON line, returning None; otherwise it runs `--rounds` alternating children per side and returns
+    (args, their timings)."""
+    from vnsjax import MODEL_CONFIGS
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", default="vit_b", choices=sorted(MODEL_CONFIGS))
+    ap.add_argument("--rounds", type=int, default=3, help="alternating PyTorch / vnsjax processes per side")
+    ap.add_argument("--repeats", type=int, default=repeats, help=repeats_help)
+    ap.add_argument("--child", choices=tuple(sides), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(sides[args.child](args.model, args.repeats)))
+        return None
+    return args, alternate(module, tuple(sides), args.rounds, ["--model", args.model, "--repeats", str(args.repeats)])
+
+
+def environment(results: dict[str, dict[str, list]]) -> str:
+    """Versions, PyTorch's thread count (reported by its child as "threads") and the machine's load."""
+    import jax
+    import torch
+
+    threads = int(results["torch"].pop("threads")[0])
+    return (
+        f"torch {torch.__version__} ({threads} threads), jax {jax.__version__}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )

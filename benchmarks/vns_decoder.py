@@ -14,14 +14,10 @@ line compares PyTorch's predict with its prompt encoder + decoder timed alone.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-
 import numpy as np
 
 from benchmarks.sam_cpu import inputs
-from benchmarks.timing import TABLE_HEADER, alternate, row, sanity, timings
+from benchmarks.timing import TABLE_HEADER, compare, environment, row, sanity, timings
 from vnsjax import MODEL_CONFIGS
 
 
@@ -76,27 +72,13 @@ def run_jax(model_type: str, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="vit_b", choices=sorted(MODEL_CONFIGS))
-    ap.add_argument("--rounds", type=int, default=3, help="alternating PyTorch / vnsjax processes per side")
-    ap.add_argument("--repeats", type=int, default=5, help="timed predict calls per process")
-    ap.add_argument("--child", choices=("torch", "jax"), help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.child:
-        run = run_torch if args.child == "torch" else run_jax
-        print(json.dumps(run(args.model, args.repeats)))
+    sides = {"torch": run_torch, "jax": run_jax}
+    help_ = "timed predict calls per process"
+    parsed = compare("benchmarks.vns_decoder", __doc__.splitlines()[0], sides, 5, help_, argv)
+    if parsed is None:
         return
-    results = alternate(
-        "benchmarks.vns_decoder", ("torch", "jax"), args.rounds, ["--model", args.model, "--repeats", str(args.repeats)]
-    )
-    threads = int(results["torch"].pop("threads")[0])
-    import jax
-    import torch
-
-    print(
-        f"{args.model} VNS-SAM, {args.rounds} rounds x (PyTorch process, vnsjax process); torch {torch.__version__} "
-        f"({threads} threads), jax {jax.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
-    )
+    args, results = parsed
+    print(f"{args.model} VNS-SAM, {args.rounds} rounds x (PyTorch process, vnsjax process); {environment(results)}")
     print(TABLE_HEADER)
     print(
         row("VnsPredictor.predict(box=...) vs released decoder", results["torch"]["predict"], results["jax"]["predict"])
