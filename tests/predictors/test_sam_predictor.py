@@ -11,6 +11,7 @@ from flax import nnx
 
 from vnsjax import SamPredictor, VnsPredictor, build_sam
 from vnsjax.modeling.mask_decoder_hq import MaskDecoderHQ
+from vnsjax.predictors import sam_predictor
 
 BOX = np.array([20.0, 30.0, 200.0, 150.0])
 
@@ -24,20 +25,28 @@ def test_hq_feature_is_computed_once_per_image():
     original = MaskDecoderHQ.image_features
 
     def counted(self, *args, **kwargs):
-        calls.append(1)
+        # A callback counts executions of the compiled programs, not traces: a cached program recomputing the
+        # feature is counted too (eager runs would be exact as well, but compile every op on its own: minutes cold).
+        jax.debug.callback(lambda: calls.append(1))
         return original(self, *args, **kwargs)
 
-    # Eager, so every call runs the Python code: under jit a cached program would hide a recomputation.
-    with jax.disable_jit(), mock.patch.object(MaskDecoderHQ, "image_features", counted):
+    def count() -> int:
+        jax.effects_barrier()  # the callbacks of everything dispatched so far have run
+        return len(calls)
+
+    # The programs are shared per model structure: trace them afresh under the patch, and drop them after it.
+    sam_predictor._programs.cache_clear()
+    with mock.patch.object(MaskDecoderHQ, "image_features", counted):
         pred = SamPredictor(model)
         pred.set_image(image)
-        assert len(calls) == 1
+        assert count() == 1
         pred.predict(box=BOX)
         pred.predict(point_coords=np.array([[60.0, 70.0]]), point_labels=np.array([1]), multimask_output=False)
         pred.predict_batch(boxes=np.stack([BOX, BOX / 2]))
-        assert len(calls) == 1
+        assert count() == 1
         pred.set_image(image[::-1])
-        assert len(calls) == 2
+        assert count() == 2
+    sam_predictor._programs.cache_clear()
     (name, feature), *rest = pred.features.decoder.items()
     assert not rest and name == "hq_features" and feature.shape == (1, 64, 64, 32)  # one small map per image
 
