@@ -27,3 +27,17 @@ def test_resize_bilinear_equals_torch_interpolate(size, backend):
     )
     got = resize_bilinear(x, *size, backend=backend)
     assert_close(got, want.numpy().transpose(0, 2, 3, 1), rel=REL, err_msg=f"{backend} {size}")
+
+
+@pytest.mark.parametrize("size", [(256, 256), (97, 181)], ids=["up x4", "down both"])
+def test_cpu_form_gradient_equals_the_dense_forms(size):
+    """The CPU form's backward (the dense matrix's transpose) equals differentiating jax.image.resize's form."""
+    import jax
+
+    x = np.random.default_rng(1).standard_normal((2, 64, 48, 3)).astype(np.float32)
+    g = np.random.default_rng(2).standard_normal((2, *size, 3)).astype(np.float32)
+
+    def grad(backend):
+        return jax.jit(jax.grad(lambda x: (resize_bilinear(x, *size, backend=backend) * g).sum()))(x)
+
+    assert_close(grad("cpu"), grad("gpu"), rel=REL, err_msg=str(size))

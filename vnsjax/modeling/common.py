@@ -268,7 +268,23 @@ def _lerp_axis(x: jax.Array, axis: int, size: int) -> jax.Array:
     src = np.maximum(((np.arange(size) + 0.5) * scale - 0.5).astype(np.float32), 0)
     i0 = np.minimum(np.floor(src).astype(np.int32), m - 1)
     i1 = np.minimum(i0 + 1, m - 1)
+    frac = src - i0
     shape = [1] * x.ndim
     shape[axis] = size
-    w = jnp.asarray((src - i0).reshape(shape), x.dtype)
-    return jnp.take(x, i0, axis=axis) * (1 - w) + jnp.take(x, i1, axis=axis) * w
+
+    # The gather's own gradient is a scatter-add, slow on CPU (training resizes predictions to the targets): the
+    # backward contracts with the dense (size, m) interpolation matrix instead, the same terms in another order.
+    @jax.custom_vjp
+    def lerp(x: jax.Array) -> jax.Array:
+        w = jnp.asarray(frac.reshape(shape), x.dtype)  # made here: a custom_vjp function may not close over arrays
+        return jnp.take(x, i0, axis=axis) * (1 - w) + jnp.take(x, i1, axis=axis) * w
+
+    def backward(_, g: jax.Array) -> tuple[jax.Array]:
+        dense = np.zeros((size, m), np.float32)
+        np.add.at(dense, (np.arange(size), i0), 1 - frac)
+        np.add.at(dense, (np.arange(size), i1), frac)
+        gx = jnp.tensordot(jnp.moveaxis(g, axis, -1), jnp.asarray(dense, g.dtype), axes=1)
+        return (jnp.moveaxis(gx, -1, axis),)
+
+    lerp.defvjp(lambda x: (lerp(x), None), backward)
+    return lerp(x)
