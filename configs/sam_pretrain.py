@@ -31,7 +31,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.loss = "released"  # SAM's
     # Balanced focal term: with RetinaNet's 0.25 a model learning from scratch keeps every mask logit below 0 for
     # hundreds of steps (box IoU 0.000 at step 300 of the first 30-minute run, while its soft masks improved).
-    # 0.75 crosses zero sooner but learns worse (0.31 at step 1,000 against 0.58): docs/base_model.md.
+    # 0.75 crosses zero sooner but learns worse (0.31 at step 1,000; 0.5: 0.58 at 1,050): docs/base_model.md.
     c.focal_alpha = 0.5
     c.prompts = "interactive"
     c.refine_rounds = 1
