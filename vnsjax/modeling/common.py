@@ -271,12 +271,12 @@ def _lerp_axis(x: jax.Array, axis: int, size: int) -> jax.Array:
     frac = src - i0
     shape = [1] * x.ndim
     shape[axis] = size
-    w = jnp.asarray(frac.reshape(shape), x.dtype)
 
     # The gather's own gradient is a scatter-add, slow on CPU (training resizes predictions to the targets): the
     # backward contracts with the dense (size, m) interpolation matrix instead, the same terms in another order.
     @jax.custom_vjp
     def lerp(x: jax.Array) -> jax.Array:
+        w = jnp.asarray(frac.reshape(shape), x.dtype)  # made here: a custom_vjp function may not close over arrays
         return jnp.take(x, i0, axis=axis) * (1 - w) + jnp.take(x, i1, axis=axis) * w
 
     def backward(_, g: jax.Array) -> tuple[jax.Array]:
